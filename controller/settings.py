@@ -1,0 +1,63 @@
+"""Configuration, read once from the environment (the contract in DESIGN §7 and the README).
+
+Every variable is optional: unset endpoints mean Google's, unset Slack settings mean "log
+only", and the policies default to ``policies/`` beside ``main.py``. Secrets are held as
+``SecretStr`` so that printing the settings never shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+DEFAULT_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _flag(name: str, raw: str | None) -> bool:
+    value = (raw or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r}: expected true or false")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    policies: Path = DEFAULT_POLICIES
+    run_endpoint: str | None = None
+    monitoring_endpoint: str | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_channel: str | None = None
+    slack_webhook_url: SecretStr | None = None
+    slack_api_url: str | None = None
+    dry_run: bool = False
+    default_project: str | None = None
+    # Bounds on the alert path (seconds): an API call, and waiting for the traffic operation.
+    api_timeout: float = Field(default=10.0, gt=0)
+    operation_timeout: float = Field(default=60.0, gt=0)
+    conflict_retries: int = Field(default=4, ge=1, le=10)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        token, webhook = get("SLACK_BOT_TOKEN"), get("SLACK_WEBHOOK_URL")
+        return cls(
+            policies=Path(get("ROLLBACK_POLICIES") or DEFAULT_POLICIES),
+            run_endpoint=get("ROLLBACK_RUN_ENDPOINT"),
+            monitoring_endpoint=get("ROLLBACK_MONITORING_ENDPOINT"),
+            slack_bot_token=SecretStr(token) if token else None,
+            slack_channel=get("SLACK_CHANNEL"),
+            slack_webhook_url=SecretStr(webhook) if webhook else None,
+            slack_api_url=get("ROLLBACK_SLACK_API_URL"),
+            dry_run=_flag("ROLLBACK_DRY_RUN", get("ROLLBACK_DRY_RUN")),
+            default_project=get("GOOGLE_CLOUD_PROJECT"),
+        )
