@@ -1,0 +1,447 @@
+"""Statistics for judging revisions: error ratios with confidence bounds, histogram percentiles.
+
+Pure code: no I/O, no clock, no Google imports (only :mod:`math` and friends), so the decision core
+can use it and it can be tested with properties rather than mocks.
+
+Two questions are answered here.
+
+*Is this revision's error ratio really above the threshold?* A ratio of 3 errors in 20 requests is
+15 %, but with so few requests the true rate could be anywhere from about 5 % to 36 %.
+:func:`ratio` returns the observed ratio together with its Wilson score interval, so a caller can
+ask "is even the *lower* bound above 5 %?" (:meth:`Ratio.clearly_above`) before rolling back.
+
+*What is this revision's p95 latency?* Cloud Monitoring stores latencies as histograms
+(``Distribution``: a bucket layout plus one count per bucket). A percentile must be computed from
+the merged histogram of every series of the revision; a percentile of per-series percentiles is
+not a percentile of anything. :class:`Histogram` merges histograms that share a layout and reads
+percentiles from them by linear interpolation inside the bucket that holds the rank (see
+:meth:`Histogram.percentile` for the exact rule).
+
+Bucket layouts follow ``google.api.Distribution.BucketOptions`` exactly (bucket *i* is
+``[lower, upper)``: lower bound inclusive, upper bound exclusive):
+
+* linear ``(N, width, offset)``: N+2 buckets; bucket 0 is ``(-inf, offset)``, bucket i (1 ≤ i ≤ N)
+  is ``[offset + width·(i-1), offset + width·i)``, bucket N+1 is ``[offset + width·N, +inf)``.
+* exponential ``(N, growth_factor, scale)``: N+2 buckets; bucket 0 is ``(-inf, scale)``, bucket i
+  (1 ≤ i ≤ N) is ``[scale·g^(i-1), scale·g^i)``, bucket N+1 is ``[scale·g^N, +inf)``.
+* explicit ``(b_0 < … < b_{m-1})``: m+1 buckets; bucket 0 is ``(-inf, b_0)``, bucket i
+  (1 ≤ i ≤ m-1) is ``[b_{i-1}, b_i)``, bucket m is ``[b_{m-1}, +inf)``.
+
+Raw Monitoring values are accepted as plain dicts (the REST/JSON form of ``Distribution``, in
+camelCase or snake_case), so an adapter converts protos with ``MessageToDict`` or by hand and this
+module never imports Google code.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+__all__ = [
+    "BucketOptions",
+    "ExplicitBuckets",
+    "ExponentialBuckets",
+    "Histogram",
+    "LinearBuckets",
+    "Ratio",
+    "bucket_bounds",
+    "bucket_index",
+    "bucket_options_from_dict",
+    "merge_all",
+    "num_buckets",
+    "ratio",
+    "wilson_interval",
+]
+
+# z for a two-sided 95 % interval; the conventional 1.96 rather than 1.959963984540054, because a
+# threshold check does not get better with more digits and 1.96 is what people compute by hand.
+DEFAULT_Z = 1.96
+
+# A guard against layouts that would allocate absurd amounts of memory (the Monitoring API itself
+# caps distributions far below this).
+_MAX_BUCKETS = 100_000
+
+
+# --------------------------------------------------------------------------------------------
+# Ratios
+# --------------------------------------------------------------------------------------------
+
+
+def wilson_interval(successes: int, trials: int, z: float = DEFAULT_Z) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``successes / trials``.
+
+    With p̂ = successes/n and z the normal quantile (1.96 for 95 %), the bounds are the two
+    solutions p of the score-test equation ``(p̂ - p)² = z²·p·(1 - p)/n``::
+
+        centre = (p̂ + z²/(2n)) / (1 + z²/n)
+        half   = z / (1 + z²/n) · sqrt(p̂(1 - p̂)/n + z²/(4n²))
+        (lower, upper) = (centre - half, centre + half)
+
+    Unlike the textbook "p̂ ± z·sqrt(p̂(1-p̂)/n)" interval it never leaves [0, 1] and does not
+    collapse to a point at 0 or n successes (0 of 10 gives (0, 0.2775), not (0, 0)); that matters
+    because a new revision usually starts with few requests. The bound at 0 successes is exactly
+    0.0 and at n successes exactly 1.0. ``trials == 0`` carries no information: (0.0, 1.0).
+    """
+    if trials < 0 or successes < 0 or successes > trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
+    if not (z > 0 and math.isfinite(z)):
+        raise ValueError(f"z must be a positive finite number, got {z}")
+    if trials == 0:
+        return (0.0, 1.0)
+    n = float(trials)
+    p = successes / n
+    z2 = z * z
+    denominator = 1.0 + z2 / n
+    centre = (p + z2 / (2.0 * n)) / denominator
+    half = (z / denominator) * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
+    # Clamp rounding noise and make the degenerate ends exact (centre - half is 0 in exact
+    # arithmetic when successes == 0, but may come out as ±1e-17 in floating point).
+    lower = 0.0 if successes == 0 else max(0.0, centre - half)
+    upper = 1.0 if successes == trials else min(1.0, centre + half)
+    return (lower, upper)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """An observed ratio ``errors / requests`` with its Wilson score interval ``[lower, upper]``.
+
+    ``value`` is 0.0 when there were no requests (and the interval is then the uninformative
+    [0, 1]): callers must look at ``requests`` (or the bounds) before concluding anything.
+    """
+
+    errors: int
+    requests: int
+    value: float
+    lower: float
+    upper: float
+
+    def clearly_above(self, threshold: float) -> bool:
+        """True when even the lower confidence bound exceeds ``threshold``: surely worse."""
+        return self.lower > threshold
+
+    def clearly_below(self, threshold: float) -> bool:
+        """True when even the upper confidence bound is below ``threshold``: surely better."""
+        return self.upper < threshold
+
+
+def ratio(errors: int, requests: int, z: float = DEFAULT_Z) -> Ratio:
+    """Build a :class:`Ratio` with its Wilson interval (see :func:`wilson_interval`)."""
+    lower, upper = wilson_interval(errors, requests, z)
+    value = errors / requests if requests else 0.0
+    return Ratio(errors=errors, requests=requests, value=value, lower=lower, upper=upper)
+
+
+# --------------------------------------------------------------------------------------------
+# Bucket layouts
+# --------------------------------------------------------------------------------------------
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+@dataclass(frozen=True)
+class LinearBuckets:
+    """``N`` finite buckets of equal ``width`` starting at ``offset`` (plus under- and overflow)."""
+
+    num_finite_buckets: int
+    width: float
+    offset: float
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_finite_buckets <= _MAX_BUCKETS:
+            raise ValueError(f"num_finite_buckets must be in 1..{_MAX_BUCKETS}, got {self.num_finite_buckets}")
+        _check_finite("width", self.width)
+        _check_finite("offset", self.offset)
+        if self.width <= 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+
+
+@dataclass(frozen=True)
+class ExponentialBuckets:
+    """``N`` finite buckets whose bounds grow geometrically: ``scale·growth_factor^i``."""
+
+    num_finite_buckets: int
+    growth_factor: float
+    scale: float
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_finite_buckets <= _MAX_BUCKETS:
+            raise ValueError(f"num_finite_buckets must be in 1..{_MAX_BUCKETS}, got {self.num_finite_buckets}")
+        _check_finite("growth_factor", self.growth_factor)
+        _check_finite("scale", self.scale)
+        if self.growth_factor <= 1:
+            raise ValueError(f"growth_factor must be > 1, got {self.growth_factor}")
+        if self.scale <= 0:
+            raise ValueError(f"scale must be > 0, got {self.scale}")
+        try:
+            top = float(self.scale) * float(self.growth_factor) ** self.num_finite_buckets
+        except OverflowError:
+            top = math.inf
+        if not math.isfinite(top):
+            raise ValueError("the largest bucket bound overflows a float")
+
+
+@dataclass(frozen=True)
+class ExplicitBuckets:
+    """Buckets between strictly increasing ``bounds`` (m bounds → m+1 buckets)."""
+
+    bounds: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        # Accept any sequence but store a tuple, so the layout stays hashable and comparable.
+        object.__setattr__(self, "bounds", tuple(float(b) for b in self.bounds))
+        if not 1 <= len(self.bounds) <= _MAX_BUCKETS:
+            raise ValueError(f"explicit buckets need 1..{_MAX_BUCKETS} bounds, got {len(self.bounds)}")
+        for b in self.bounds:
+            _check_finite("bound", b)
+        if any(a >= b for a, b in zip(self.bounds, self.bounds[1:], strict=False)):
+            raise ValueError(f"explicit bounds must be strictly increasing, got {self.bounds}")
+
+
+BucketOptions = LinearBuckets | ExponentialBuckets | ExplicitBuckets
+
+
+@lru_cache(maxsize=256)
+def _edges(options: BucketOptions) -> tuple[float, ...]:
+    """The finite bucket edges in increasing order: bucket i is ``[edges[i-1], edges[i])``.
+
+    Every other function derives bucket boundaries from this one list, so that sorting a value
+    into a bucket (:func:`bucket_index`) and reporting that bucket's bounds (:func:`bucket_bounds`)
+    can never disagree through floating-point rounding.
+    """
+    if isinstance(options, LinearBuckets):
+        return tuple(options.offset + options.width * i for i in range(options.num_finite_buckets + 1))
+    if isinstance(options, ExponentialBuckets):
+        return tuple(options.scale * options.growth_factor**i for i in range(options.num_finite_buckets + 1))
+    return options.bounds
+
+
+def num_buckets(options: BucketOptions) -> int:
+    """Number of buckets including underflow and overflow (``len(bucket_counts)`` when complete)."""
+    return len(_edges(options)) + 1
+
+
+def bucket_bounds(options: BucketOptions) -> list[tuple[float, float]]:
+    """``[(lower, upper), …]`` for every bucket; the open ends are ``-inf`` and ``inf``.
+
+    A value v is counted in bucket i when ``lower <= v < upper``.
+    """
+    edges = _edges(options)
+    lowers = (-math.inf, *edges)
+    uppers = (*edges, math.inf)
+    return list(zip(lowers, uppers, strict=True))
+
+
+def bucket_index(options: BucketOptions, value: float) -> int:
+    """The bucket a value is counted in (lower bound inclusive, upper exclusive)."""
+    if math.isnan(value):
+        raise ValueError("NaN cannot be put into a bucket")
+    return bisect_right(_edges(options), value)
+
+
+def _get(data: Mapping[str, Any], snake: str) -> Any:
+    """Read a field by its proto (snake_case) or JSON (camelCase) name."""
+    if snake in data:
+        return data[snake]
+    head, *rest = snake.split("_")
+    camel = head + "".join(part.title() for part in rest)
+    return data.get(camel)
+
+
+def bucket_options_from_dict(data: Mapping[str, Any]) -> BucketOptions:
+    """Build a layout from the JSON/dict form of ``Distribution.BucketOptions``.
+
+    Accepts ``{"exponentialBuckets": {"numFiniteBuckets": 3, "growthFactor": 10, "scale": 10}}``
+    and the snake_case spelling (``exponential_buckets``, ``num_finite_buckets``…), likewise
+    ``linearBuckets`` and ``explicitBuckets: {"bounds": [...]}``. Exactly one must be present.
+    """
+    linear = _get(data, "linear_buckets")
+    exponential = _get(data, "exponential_buckets")
+    explicit = _get(data, "explicit_buckets")
+    present = [x for x in (linear, exponential, explicit) if x is not None]
+    if len(present) != 1:
+        raise ValueError(f"bucket options need exactly one of linear/exponential/explicit buckets: {dict(data)}")
+    if linear is not None:
+        return LinearBuckets(
+            num_finite_buckets=int(_get(linear, "num_finite_buckets")),
+            width=float(_get(linear, "width")),
+            offset=float(_get(linear, "offset") or 0.0),
+        )
+    if exponential is not None:
+        return ExponentialBuckets(
+            num_finite_buckets=int(_get(exponential, "num_finite_buckets")),
+            growth_factor=float(_get(exponential, "growth_factor")),
+            scale=float(_get(exponential, "scale")),
+        )
+    return ExplicitBuckets(bounds=tuple(float(b) for b in (_get(explicit, "bounds") or ())))
+
+
+# --------------------------------------------------------------------------------------------
+# Histograms
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts per bucket of one layout, optionally with the exact mean and squared deviations.
+
+    ``counts`` always has :func:`num_buckets` entries: a shorter sequence is padded with zeros,
+    exactly as the Monitoring API treats a short ``bucket_counts`` ("the remaining values are
+    assumed to be 0"). ``mean`` and ``sum_of_squared_deviation`` are the Distribution fields of
+    the same names when known (None otherwise); they are carried through :meth:`merge` but the
+    percentile uses the buckets only.
+    """
+
+    options: BucketOptions
+    counts: tuple[int, ...]
+    mean: float | None = None
+    sum_of_squared_deviation: float | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        size = num_buckets(self.options)
+        counts = tuple(int(c) for c in self.counts)
+        if len(counts) > size:
+            raise ValueError(f"{len(counts)} bucket counts for a layout of {size} buckets")
+        if any(c < 0 for c in counts):
+            raise ValueError(f"bucket counts must be >= 0, got {counts}")
+        object.__setattr__(self, "counts", counts + (0,) * (size - len(counts)))
+
+    # -- constructors ---------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, options: BucketOptions) -> Histogram:
+        """A histogram with no values (count 0, mean 0)."""
+        return cls(options=options, counts=(), mean=0.0, sum_of_squared_deviation=0.0)
+
+    @classmethod
+    def from_samples(cls, options: BucketOptions, samples: Iterable[float]) -> Histogram:
+        """Bucket raw values; mean and sum of squared deviations are computed exactly."""
+        values = [float(s) for s in samples]
+        counts = [0] * num_buckets(options)
+        for v in values:
+            counts[bucket_index(options, v)] += 1
+        if not values:
+            return cls.empty(options)
+        mean = math.fsum(values) / len(values)
+        ssd = math.fsum((v - mean) ** 2 for v in values)
+        return cls(options=options, counts=tuple(counts), mean=mean, sum_of_squared_deviation=ssd)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Histogram:
+        """Build from the JSON/dict form of a ``Distribution`` (``distributionValue`` in REST).
+
+        Int64 fields may be strings, as proto3 JSON writes them (``"bucketCounts": ["0", "20"]``).
+        A distribution without ``bucketOptions`` cannot give percentiles and is rejected.
+        """
+        options_data = _get(data, "bucket_options")
+        if not options_data:
+            raise ValueError("the distribution has no bucket options")
+        options = bucket_options_from_dict(options_data)
+        counts = tuple(int(c) for c in (_get(data, "bucket_counts") or ()))
+        mean = _get(data, "mean")
+        ssd = _get(data, "sum_of_squared_deviation")
+        return cls(
+            options=options,
+            counts=counts,
+            mean=float(mean) if mean is not None else None,
+            sum_of_squared_deviation=float(ssd) if ssd is not None else None,
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Number of values in all buckets."""
+        return sum(self.counts)
+
+    def merge(self, other: Histogram) -> Histogram:
+        """The histogram of both value sets: bucket counts add up.
+
+        Both must use the same layout; anything else raises ValueError rather than re-binning,
+        because re-binning invents where values lay inside a bucket, and Cloud Run reports one
+        layout per metric, so a mismatch means the caller mixed up metrics.
+
+        Mean and sum of squared deviations combine exactly (Chan et al.'s parallel formula):
+        with δ = mean_b - mean_a, ``mean = mean_a + δ·n_b/n`` and
+        ``ssd = ssd_a + ssd_b + δ²·n_a·n_b/n``. If either side does not know them, neither does
+        the result (None); an empty side contributes nothing.
+        """
+        if other.options != self.options:
+            raise ValueError(f"cannot merge histograms with different layouts: {self.options} vs {other.options}")
+        counts = tuple(a + b for a, b in zip(self.counts, other.counts, strict=True))
+        n_a, n_b = self.count, other.count
+        mean_a, mean_b = self.mean, other.mean
+        ssd_a, ssd_b = self.sum_of_squared_deviation, other.sum_of_squared_deviation
+        mean: float | None
+        ssd: float | None
+        if n_b == 0:
+            mean, ssd = mean_a, ssd_a
+        elif n_a == 0:
+            mean, ssd = mean_b, ssd_b
+        elif mean_a is None or mean_b is None or ssd_a is None or ssd_b is None:
+            mean, ssd = None, None
+        else:
+            n = n_a + n_b
+            delta = mean_b - mean_a
+            mean = mean_a + delta * n_b / n
+            ssd = ssd_a + ssd_b + delta * delta * n_a * n_b / n
+        return Histogram(options=self.options, counts=counts, mean=mean, sum_of_squared_deviation=ssd)
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile (0 ≤ q ≤ 100) by linear interpolation inside a bucket; None if empty.
+
+        The rule, with n = :attr:`count` and C_i the cumulative count of buckets 0..i:
+
+        1. ``rank = q/100 · n`` (a real number in [0, n]).
+        2. The bucket is the first i with ``C_i >= rank`` and a non-zero count (for rank 0 that is
+           the first non-empty bucket).
+        3. ``fraction = (rank - C_{i-1}) / count_i`` ∈ [0, 1]: how far into the bucket's values the
+           rank lies, assuming the values are spread evenly across the bucket.
+        4. Finite bucket ``[lower, upper)``: return ``lower + fraction·(upper - lower)``.
+           Underflow bucket ``(-inf, upper)``: return ``upper``. Overflow bucket
+           ``[lower, inf)``: return ``lower``. Open-ended buckets never yield a value beyond the
+           finite bound; a p95 in the overflow bucket therefore reads as "at least ``lower``",
+           which errs towards *not* inventing latency.
+
+        The result always lies in the closed bucket that holds the ⌈rank⌉-th smallest value (for
+        rank > 0); merge histograms first and take the percentile of the merge, never the other
+        way round.
+        """
+        if not 0.0 <= q <= 100.0:
+            raise ValueError(f"percentile must be within 0..100, got {q}")
+        total = self.count
+        if total == 0:
+            return None
+        rank = q / 100.0 * total
+        # rank <= total, so the loop always stops at a non-empty bucket; the defaults only make
+        # that visible to the type checker.
+        chosen, below = len(self.counts) - 1, 0  # bucket i and C_{i-1}
+        running = 0
+        for i, c in enumerate(self.counts):
+            if c > 0 and running + c >= rank:
+                chosen, below = i, running
+                break
+            running += c
+        lower, upper = bucket_bounds(self.options)[chosen]
+        if math.isinf(lower):
+            return upper
+        if math.isinf(upper):
+            return lower
+        fraction = min(1.0, max(0.0, (rank - below) / self.counts[chosen]))
+        return lower + fraction * (upper - lower)
+
+
+def merge_all(histograms: Sequence[Histogram]) -> Histogram | None:
+    """Merge a list of same-layout histograms (None for an empty list)."""
+    if not histograms:
+        return None
+    result = histograms[0]
+    for h in histograms[1:]:
+        result = result.merge(h)
+    return result
