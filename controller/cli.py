@@ -149,7 +149,26 @@ def _schema(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
 
 # -- wiring --------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_validate, _add_schema]
+def _add_demo(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the alert path locally on the emulators (no cloud account needed)",
+        description="Start the Cloud Run and Slack emulators with a sample service, serve handle_alert "
+        "with functions-framework wired to them, post the shipped sample alert and show the rollback. "
+        "Keeps serving until Ctrl-C unless --once is given.",
+    )
+    parser.add_argument("--once", action="store_true", help="stop after the sample alert (exit 0 if it was handled)")
+    parser.add_argument("--port", type=int, default=None, help="port for handle_alert (default: a free one)")
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from controller import demo
+
+    return demo.run(once=args.once, port=args.port)
+
+
+COMMANDS: list[Callable[[Subparsers], None]] = [_add_validate, _add_schema, _add_demo]
 """Registrars, in the order ``--help`` lists them. Append new commands here."""
 
 

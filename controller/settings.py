@@ -12,7 +12,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-DEFAULT_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+from controller.policy import DEFAULT_POLICY_PATH as DEFAULT_POLICIES
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 

@@ -49,26 +49,58 @@ HELD = _ledger(hold=Hold(by="alice@example.com", at=T0, reason="investigating"))
 RECENT = _ledger(actions=(NOW - timedelta(minutes=5),))
 SPENT = _ledger(actions=(NOW - timedelta(hours=5), NOW - timedelta(hours=4), NOW - timedelta(hours=3)))
 HANDLED = Ledger().record_incident("0.inc1", to="checkout-00041-abc", now=T0)
-ALL_OLDER_BAD = Ledger().quarantine("checkout-00041-abc", reason="x", now=T0).quarantine("checkout-00040-aaa", reason="y", now=T0)
+ALL_OLDER_BAD = (
+    Ledger().quarantine("checkout-00041-abc", reason="x", now=T0).quarantine("checkout-00040-aaa", reason="y", now=T0)
+)
 
 
 @pytest.mark.parametrize(
     ("alert_", "policy", "service", "ledger", "dry_run", "expected"),
     [
-        pytest.param(alert(is_test=True), POLICY, LIVE, Ledger(), False, Reason.TEST_NOTIFICATION, id="test-notification"),
+        pytest.param(
+            alert(is_test=True), POLICY, LIVE, Ledger(), False, Reason.TEST_NOTIFICATION, id="test-notification"
+        ),
         pytest.param(alert(state_="closed"), POLICY, LIVE, Ledger(), False, Reason.INCIDENT_CLOSED, id="closed"),
         pytest.param(alert(), None, LIVE, Ledger(), False, Reason.NO_POLICY, id="no-policy"),
-        pytest.param(alert(trigger=None), POLICY, LIVE, Ledger(), False, Reason.TRIGGER_NOT_ENFORCED, id="unknown-metric"),
-        pytest.param(alert(trigger="health"), POLICY, LIVE, Ledger(), False, Reason.TRIGGER_NOT_ENFORCED, id="not-enforced"),
+        pytest.param(
+            alert(trigger=None), POLICY, LIVE, Ledger(), False, Reason.TRIGGER_NOT_ENFORCED, id="unknown-metric"
+        ),
+        pytest.param(
+            alert(trigger="health"), POLICY, LIVE, Ledger(), False, Reason.TRIGGER_NOT_ENFORCED, id="not-enforced"
+        ),
         pytest.param(alert(), POLICY, LIVE, HANDLED, False, Reason.ALREADY_HANDLED, id="redelivery"),
-        pytest.param(alert(revision="checkout-00040-aaa"), POLICY, LIVE, Ledger(), False, Reason.SUSPECT_NOT_SERVING, id="idle-suspect"),
+        pytest.param(
+            alert(revision="checkout-00040-aaa"),
+            POLICY,
+            LIVE,
+            Ledger(),
+            False,
+            Reason.SUSPECT_NOT_SERVING,
+            id="idle-suspect",
+        ),
         pytest.param(alert(), POLICY, LIVE, HELD, False, Reason.HELD, id="held"),
         pytest.param(alert(), POLICY, LIVE, RECENT, False, Reason.COOLDOWN, id="cooldown"),
         pytest.param(alert(), POLICY, LIVE, SPENT, False, Reason.BUDGET_SPENT, id="budget"),
         pytest.param(alert(), POLICY, LIVE, ALL_OLDER_BAD, False, Reason.NO_TARGET, id="only-quarantined-left"),
         pytest.param(alert(), POLICY, LIVE, Ledger(), True, Reason.DRY_RUN, id="dry-run-env"),
-        pytest.param(alert(), POLICY.model_copy(update={"mode": "dry-run"}), LIVE, Ledger(), False, Reason.DRY_RUN, id="dry-run-policy"),
-        pytest.param(alert(), POLICY.model_copy(update={"mode": "notify"}), LIVE, Ledger(), False, Reason.NOTIFY_MODE, id="notify-mode"),
+        pytest.param(
+            alert(),
+            POLICY.model_copy(update={"mode": "dry-run"}),
+            LIVE,
+            Ledger(),
+            False,
+            Reason.DRY_RUN,
+            id="dry-run-policy",
+        ),
+        pytest.param(
+            alert(),
+            POLICY.model_copy(update={"mode": "notify"}),
+            LIVE,
+            Ledger(),
+            False,
+            Reason.NOTIFY_MODE,
+            id="notify-mode",
+        ),
         pytest.param(alert(), POLICY, LIVE, Ledger(), False, Reason.ROLLED_BACK, id="rollback"),
     ],
 )

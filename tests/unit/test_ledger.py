@@ -38,8 +38,13 @@ def ledgers(draw: st.DrawFn) -> Ledger:
     if draw(st.booleans()):
         at = draw(times)
         action = Action(
-            kind="rollback", at=at, actor="rollback-controller", reason=draw(st.text(max_size=40)),
-            from_revision=draw(names), to_revision=draw(names), before=(latest(90), pinned("x", 10, tag="t")),
+            kind="rollback",
+            at=at,
+            actor="rollback-controller",
+            reason=draw(st.text(max_size=40)),
+            from_revision=draw(names),
+            to_revision=draw(names),
+            before=(latest(90), pinned("x", 10, tag="t")),
         )
         ledger = ledger.record_action(action, automatic=draw(st.booleans()), now=at)
     if draw(st.booleans()):

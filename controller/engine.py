@@ -1,0 +1,354 @@
+"""Orchestration of the alert path: parse → pick policy → read → decide → act → notify → log.
+
+The engine owns the side effects the pure core refuses to have, and the rules for failure:
+
+* Bad input (unparseable delivery, an alert that names no service, a service that does not
+  exist) is a *permanent* error: logged with the reason and acknowledged, never retried.
+* A stale etag means someone changed the service between our read and our write: re-read,
+  re-decide (the ledger may now say the incident was handled by another instance) and retry,
+  ``conflict_retries`` times at most; still conflicting → raise so Pub/Sub redelivers.
+* An unavailable API, or an invalid policy set, is *temporary*: raised so Pub/Sub redelivers
+  (nothing is lost); the ledger guarantees that a redelivery never acts twice.
+* Slack is told after the fact and can never block or undo a traffic change.
+
+Exactly one structured log line is written per delivery, with the whole decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from controller import logs
+from controller.alert import Alert, alert_from_incident
+from controller.cloudrun import Applied, CloudRunApi, CloudRunClient, OperationFailed
+from controller.decide import Decision, Reason, decide
+from controller.errors import (
+    ConflictError,
+    MalformedInput,
+    PermanentError,
+    PolicyError,
+    TemporaryError,
+)
+from controller.incident import DeliveryInfo, parse_cloud_event
+from controller.ledger import Ledger, read_ledger, write_ledger
+from controller.messages import FAILED_HEADER, UNCONFIRMED_HEADER, render
+from controller.policy import Policy, PolicySet, load_policies
+from controller.settings import Settings
+from controller.slack import Notifier, build_notifier
+from controller.state import Frozen, ServiceRef
+
+log = logging.getLogger("controller.alert")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Outcome(Frozen):
+    """What one delivery led to (returned for tests, the CLI and benchmarks)."""
+
+    decision: Decision | None = None
+    error: str = ""
+    attempts: int = 0
+    confirmed: bool = True
+    notified: bool = False
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        run: CloudRunApi,
+        notifier: Notifier,
+        *,
+        policies: PolicySet | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.run = run
+        self.notifier = notifier
+        self.clock = clock
+        self._policies = policies
+        self._policy_error = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Controller:
+        run = CloudRunClient(
+            settings.run_endpoint,
+            api_timeout=settings.api_timeout,
+            operation_timeout=settings.operation_timeout,
+        )
+        return cls(settings, run, build_notifier(settings))
+
+    # -- policies ------------------------------------------------------------------------
+    def policies(self) -> PolicySet:
+        """Load the policies once; an invalid set is a temporary error (fix it and redeliver)."""
+        if self._policies is None:
+            try:
+                self._policies = load_policies(self.settings.policies)
+            except PolicyError as exc:
+                raise TemporaryError(f"rollback policies at {self.settings.policies} are invalid: {exc}") from exc
+        return self._policies
+
+    # -- entry points ----------------------------------------------------------------------
+    def handle_cloud_event(self, event: Any) -> Outcome:
+        """The Pub/Sub path: returns normally to acknowledge, raises to have Pub/Sub redeliver."""
+        started = time.perf_counter()
+        try:
+            notification, delivery = parse_cloud_event(event)
+            alert = alert_from_incident(notification)
+        except MalformedInput as exc:
+            self._log_rejected(str(exc), _event_id(event), started)
+            return Outcome(error=str(exc))
+        return self.handle_alert(alert, delivery, started=started)
+
+    def handle_alert(
+        self, alert: Alert, delivery: DeliveryInfo | None = None, *, started: float | None = None
+    ) -> Outcome:
+        started = time.perf_counter() if started is None else started
+        policy: Policy | None = None
+        decision: Decision | None = None
+        attempts = 0
+        try:
+            if alert.is_test:
+                decision = decide(alert, None, None, Ledger(), self.clock(), dry_run=self.settings.dry_run)
+                return self._finish(alert, None, decision, delivery, started, attempts=0)
+            ref = self._service_ref(alert)
+            selection = self.policies().select(alert.model_copy(update={"project": ref.project}))
+            policy = selection.policy
+            decision, applied, attempts = self._decide_and_act(alert, ref, policy, selection.reason)
+            return self._finish(alert, policy, decision, delivery, started, attempts=attempts, applied=applied)
+        except OperationFailed as exc:
+            # The API accepted the write but could not complete it: tell humans loudly, and do
+            # not retry blindly (the same write would fail the same way).
+            return self._fail(alert, policy, delivery, started, str(exc), attempts, notify_failure=True)
+        except PermanentError as exc:
+            return self._fail(alert, policy, delivery, started, str(exc), attempts)
+        except TemporaryError as exc:
+            self._fail(alert, policy, delivery, started, str(exc), attempts, temporary=True)
+            raise
+
+    # -- the loop --------------------------------------------------------------------------
+    def _decide_and_act(
+        self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str
+    ) -> tuple[Decision, Applied | None, int]:
+        retries = self.settings.conflict_retries
+        last_conflict = ""
+        for attempt in range(1, retries + 1):
+            state = self.run.read(ref)
+            ledger = read_ledger(state.annotations)
+            if ledger.problems:
+                log.warning(
+                    "ledger annotations partly unreadable",
+                    extra={"fields": {"problems": list(ledger.problems)}},
+                )
+            decision = decide(
+                alert,
+                policy,
+                state,
+                ledger,
+                self.clock(),
+                dry_run=self.settings.dry_run,
+                policy_reason=policy_reason,
+            )
+            if not decision.changes_traffic:
+                return decision, None, attempt
+            assert decision.ledger_after is not None
+            try:
+                applied = self.run.update(
+                    state,
+                    decision.traffic_after,
+                    write_ledger(decision.ledger_after, state.annotations),
+                )
+            except ConflictError as exc:
+                last_conflict = str(exc)
+                log.info(
+                    "service changed under us; re-reading",
+                    extra={"fields": {"attempt": attempt, "conflict": last_conflict}},
+                )
+                continue
+            return decision, applied, attempt
+        raise ConflictError(f"gave up after {retries} attempts: {last_conflict}")
+
+    def _service_ref(self, alert: Alert) -> ServiceRef:
+        project = alert.project or self.settings.default_project
+        missing = [n for n, v in (("project", project), ("region", alert.region), ("service", alert.service)) if not v]
+        if missing:
+            raise PermanentError(
+                f"incident {alert.incident_id} does not say which service to act on (missing {', '.join(missing)}); "
+                "group the alert policy by resource.label.service_name, revision_name and location"
+            )
+        assert project and alert.region and alert.service
+        return ServiceRef(project=project, region=alert.region, service=alert.service)
+
+    # -- reporting -------------------------------------------------------------------------
+    def _finish(
+        self,
+        alert: Alert,
+        policy: Policy | None,
+        decision: Decision,
+        delivery: DeliveryInfo | None,
+        started: float,
+        *,
+        attempts: int,
+        applied: Applied | None = None,
+    ) -> Outcome:
+        confirmed = applied.confirmed if applied else True
+        notified = False
+        if decision.notify:
+            header = UNCONFIRMED_HEADER if not confirmed else None
+            extra = applied.detail if applied and not confirmed else ""
+            notified = self._notify(decision, alert, policy, header=header, extra=extra)
+        self._log(
+            logging.INFO if confirmed else logging.WARNING,
+            decision.message,
+            alert,
+            decision,
+            delivery,
+            started,
+            attempts=attempts,
+            notified=notified,
+            confirmed=confirmed,
+        )
+        return Outcome(decision=decision, attempts=attempts, confirmed=confirmed, notified=notified)
+
+    def _fail(
+        self,
+        alert: Alert,
+        policy: Policy | None,
+        delivery: DeliveryInfo | None,
+        started: float,
+        error: str,
+        attempts: int,
+        *,
+        temporary: bool = False,
+        notify_failure: bool = False,
+    ) -> Outcome:
+        notified = False
+        if notify_failure:
+            failed = Decision(
+                reason=Reason.NO_TARGET,
+                message=error,
+                policy=policy.name if policy else "",
+                trigger=alert.trigger,
+            )
+            notified = self._notify(
+                failed,
+                alert,
+                policy,
+                header=FAILED_HEADER,
+                extra="Traffic may be unchanged: check the service now.",
+            )
+        severity = logging.WARNING if temporary else logging.ERROR
+        verb = "will be redelivered" if temporary else "acknowledged, not retried"
+        self._log(
+            severity,
+            f"{error} ({verb})",
+            alert,
+            None,
+            delivery,
+            started,
+            attempts=attempts,
+            notified=notified,
+            error=error,
+        )
+        return Outcome(error=error, attempts=attempts, notified=notified)
+
+    def _notify(
+        self,
+        decision: Decision,
+        alert: Alert,
+        policy: Policy | None,
+        *,
+        header: str | None = None,
+        extra: str = "",
+    ) -> bool:
+        channel = policy.notify.slack_channel if policy else None
+        message = render(decision, alert, policy, channel=channel, header=header, extra=extra)
+        return self.notifier.post(message)
+
+    def _log(
+        self,
+        level: int,
+        message: str,
+        alert: Alert,
+        decision: Decision | None,
+        delivery: DeliveryInfo | None,
+        started: float,
+        **fields: Any,
+    ) -> None:
+        payload: dict[str, Any] = {
+            "event": "alert",
+            "incident": {
+                "id": alert.incident_id,
+                "state": alert.state,
+                "trigger": alert.trigger,
+                "observed_value": alert.observed_value,
+                "threshold_value": alert.threshold_value,
+                "alert_policy": alert.alert_policy,
+                "url": alert.url,
+            },
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+            "dry_run": self.settings.dry_run,
+            **fields,
+        }
+        if delivery is not None:
+            payload["delivery"] = delivery.model_dump(mode="json")
+        labels = {"incident_id": alert.incident_id}
+        if decision is not None:
+            payload["decision"] = decision.model_dump(mode="json", exclude={"ledger_after"})
+            labels["reason"] = decision.reason.value
+            if decision.service:
+                labels["service"] = str(decision.service)
+        log.log(level, message, extra={"fields": payload, "labels": labels})
+
+    def _log_rejected(self, error: str, event_id: str, started: float) -> None:
+        log.error(
+            f"rejected delivery (acknowledged, not retried): {error}",
+            extra={
+                "fields": {
+                    "event": "alert",
+                    "error": error,
+                    "delivery": {"event_id": event_id},
+                    "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+                "labels": {"reason": "malformed"},
+            },
+        )
+
+
+def _event_id(event: Any) -> str:
+    try:
+        return str(event["id"])
+    except Exception:
+        return ""
+
+
+# -- the process-wide controller used by main.py --------------------------------------------
+_controller: Controller | None = None
+_controller_lock = threading.Lock()
+
+
+def get_controller(env: Mapping[str, str] | None = None) -> Controller:
+    """Build the controller from the environment once per process (Cloud Functions reuses it)."""
+    global _controller
+    with _controller_lock:
+        if _controller is None:
+            logs.configure()
+            _controller = Controller.from_settings(Settings.from_env(os.environ if env is None else env))
+        return _controller
+
+
+def reset_controller() -> None:
+    """Forget the process-wide controller (tests change the environment between cases)."""
+    global _controller
+    with _controller_lock:
+        _controller = None

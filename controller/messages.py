@@ -1,0 +1,120 @@
+"""Slack messages (Block Kit) for the controller's decisions: pure rendering, no I/O.
+
+A message must let an on-call engineer act without opening anything else: which service
+(project, region), what moved (from → to revision), why (the trigger with the observed
+value, the threshold and the window), whether anything really changed (dry runs say so in
+the header), who acted, and links to the incident and to the Cloud Run console.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.alert import Alert
+from controller.decide import Decision, Reason
+from controller.policy import Policy, format_duration
+from controller.state import Frozen
+
+_HEADERS = {
+    Reason.ROLLED_BACK: ":rewind: Rolled back {service}",
+    Reason.DRY_RUN: ":test_tube: DRY RUN: would roll back {service} (traffic unchanged)",
+    Reason.NOTIFY_MODE: ":bell: Would roll back {service} (policy is notify-only; traffic unchanged)",
+    Reason.INCIDENT_CLOSED: ":white_check_mark: Incident closed for {service}",
+    Reason.TEST_NOTIFICATION: ":wave: Test notification from Cloud Monitoring received",
+    Reason.HELD: ":pause_button: Not rolling back {service}: service is on hold",
+    Reason.COOLDOWN: ":hourglass: Not rolling back {service}: cooldown",
+    Reason.BUDGET_SPENT: ":no_entry: Not rolling back {service}: daily rollback budget spent",
+    Reason.NO_TARGET: ":rotating_light: Cannot roll back {service}: no safe revision to roll back to",
+}
+_DEFAULT_HEADER = ":information_source: {service}: {reason}"
+FAILED_HEADER = ":rotating_light: Rollback of {service} FAILED"
+UNCONFIRMED_HEADER = ":warning: Rolled back {service} (operation not confirmed yet)"
+
+
+class SlackMessage(Frozen):
+    text: str
+    blocks: tuple[dict[str, Any], ...]
+    channel: str | None = None
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:.1f}%".replace(".0%", "%")
+
+
+def describe_trigger(alert: Alert, policy: Policy | None) -> str:
+    """E.g. ``5xx ratio 18.3% > 5% for 5m`` from the alert's numbers, else the policy's."""
+    trigger = alert.trigger
+    window = alert.window
+    threshold = alert.threshold_value
+    if policy is not None and trigger is not None:
+        configured = getattr(policy.triggers, trigger)
+        if configured is not None and trigger != "health":
+            window = window or configured.for_
+            if threshold is None:
+                threshold = configured.above if trigger == "error_rate" else configured.above_ms
+        if configured is not None and trigger == "health" and threshold is None:
+            threshold = float(configured.consecutive_failures)
+    observed = alert.observed_value
+    span = f" for {format_duration(window)}" if window else ""
+    if trigger == "error_rate":
+        obs = _pct(observed) if observed is not None else "?"
+        thr = _pct(threshold) if threshold is not None else "?"
+        return f"5xx ratio {obs} > {thr}{span}"
+    if trigger == "latency_p95":
+        obs = f"{observed:.0f} ms" if observed is not None else "?"
+        thr = f"{threshold:.0f} ms" if threshold is not None else "?"
+        return f"p95 latency {obs} > {thr}{span}"
+    if trigger == "health":
+        obs = f"{observed:g}" if observed is not None else "?"
+        thr = f"{threshold:g}" if threshold is not None else "?"
+        return f"health-check failures {obs} (threshold {thr}){span}"
+    return alert.condition_name or alert.metric_type or "unknown trigger"
+
+
+def console_url(project: str, region: str, service: str) -> str:
+    return f"https://console.cloud.google.com/run/detail/{region}/{service}/revisions?project={project}"
+
+
+def render(
+    decision: Decision,
+    alert: Alert,
+    policy: Policy | None,
+    *,
+    channel: str | None = None,
+    header: str | None = None,
+    extra: str = "",
+) -> SlackMessage:
+    ref = decision.service
+    name = ref.service if ref else (alert.service or "unknown service")
+    head = (header or _HEADERS.get(decision.reason, _DEFAULT_HEADER)).format(service=name, reason=decision.reason.value)
+    fields: list[str] = []
+    if ref:
+        fields.append(f"*Service*\n{ref.service}")
+        fields.append(f"*Project / region*\n{ref.project} / {ref.region}")
+    if decision.suspect or decision.target:
+        fields.append(f"*From → to*\n`{decision.suspect or '?'}` → `{decision.target or 'none'}`")
+    if not alert.is_test:
+        fields.append(f"*Trigger*\n{describe_trigger(alert, policy)}")
+    mode: str = policy.mode if policy else "n/a"
+    if decision.reason is Reason.DRY_RUN:
+        mode = "DRY RUN"
+    fields.append(f"*Mode*\n{mode}")
+    fields.append("*Actor*\nrollback-controller (alert)")
+
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": decision.message[:2900]}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields[:10]]},
+    ]
+    if extra:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": extra[:2900]}})
+    links = []
+    if alert.url:
+        links.append(f"<{alert.url}|Incident {alert.incident_id}>")
+    if ref:
+        links.append(f"<{console_url(ref.project, ref.region, ref.service)}|Cloud Run console>")
+    context = " · ".join([*links, f"policy `{decision.policy or 'none'}`", f"reason `{decision.reason.value}`"])
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:2900]}]})
+    # The plain text is what phones and screen readers show; it must stand on its own.
+    text = f"{head}: {decision.message}"
+    return SlackMessage(text=text[:3000], blocks=tuple(blocks), channel=channel)

@@ -1,0 +1,114 @@
+"""One delivery through Google's real Pub/Sub emulator: publish → push subscription → the running
+function (functions-framework) → rollback in the Cloud Run emulator → Slack message.
+
+The emulator is started by this test (``gcloud beta emulators pubsub start``, Java 17) and
+stopped with its whole process group. It is preinstalled on our machines; if it is missing the
+test fails with that message rather than skipping, because this is the only proof that a real
+Pub/Sub push reaches the function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
+from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
+from controller.emulator.slack import SlackEmulator
+
+pytestmark = pytest.mark.pubsub
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+TOPIC = "monitoring-alerts"
+START_TIMEOUT = 60.0
+DELIVERY_TIMEOUT = 30.0
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Pub/Sub emulator exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"Pub/Sub emulator did not listen on {port} within {timeout:.0f}s")
+
+
+@pytest.fixture
+def pubsub_emulator(tmp_path: Path) -> Iterator[str]:
+    gcloud = shutil.which("gcloud")
+    assert gcloud, "gcloud is not installed: the Pub/Sub emulator (google-cloud-cli-pubsub-emulator) is required"
+    port = free_port()
+    log = (tmp_path / "pubsub.log").open("wb")
+    proc = subprocess.Popen(
+        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}", f"--project={PROJECT}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # gcloud starts java as a child: stop the whole group
+    )
+    try:
+        _wait_port(port, proc, START_TIMEOUT)
+        yield f"127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+        log.close()
+
+
+def test_published_alert_is_pushed_to_the_function_and_rolls_back(
+    pubsub_emulator: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator)
+    with CloudRunEmulator() as run, SlackEmulator() as slack:
+        seed_sample(run)
+        port = free_port()
+        proc = start_function("handle_alert", port, function_env(run.url, slack.api_url), log_path=tmp_path / "fn.log")
+        publisher = pubsub_v1.PublisherClient()
+        subscriber = pubsub_v1.SubscriberClient()
+        try:
+            topic = publisher.topic_path(PROJECT, TOPIC)
+            publisher.create_topic(name=topic)
+            subscriber.create_subscription(
+                name=subscriber.subscription_path(PROJECT, "rollback-push"),
+                topic=topic,
+                # The path carries the topic so functions-framework can name the CloudEvent's source.
+                push_config={"push_endpoint": f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/{TOPIC}"},
+            )
+            incident = (DATA / "incident-5xx-open.json").read_bytes()
+            publisher.publish(topic, incident).result(timeout=30)
+
+            deadline = time.monotonic() + DELIVERY_TIMEOUT
+            while time.monotonic() < deadline and run.applied_traffic_changes(PROJECT, REGION, SERVICE) == 0:
+                time.sleep(0.2)
+            traffic = run.traffic(PROJECT, REGION, SERVICE)
+            assert [(t["revision"], t["percent"]) for t in traffic] == [("checkout-00041-abc", 100)], (
+                tmp_path / "fn.log"
+            ).read_text()[-3000:]
+            assert slack.wait_for_messages(1, timeout=10)
+            assert "checkout-00042-xyz" in json.dumps(slack.messages[0])
+            # The push was acknowledged (2xx), so the emulator does not redeliver: still one change.
+            time.sleep(1.0)
+            assert run.applied_traffic_changes(PROJECT, REGION, SERVICE) == 1
+        finally:
+            subscriber.close()
+            publisher.transport.close()
+            stop_process(proc)
