@@ -149,6 +149,7 @@ def _schema(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | N
 
 # -- wiring --------------------------------------------------------------------------------
 
+
 def _add_demo(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
