@@ -1,0 +1,627 @@
+"""Authentication for the controller's HTTP API: Google-signed ID tokens, Slack request signatures.
+
+The manual controls (rollback, undo, hold, status) change production traffic, so every route
+behind them is authenticated *in the app*, on top of Cloud Functions IAM at the edge (see
+``docs/security.md``). Two kinds of caller exist:
+
+* **People and pipelines** send ``Authorization: Bearer <ID token>``, a Google-signed OpenID
+  Connect token minted for this function's URL (``gcloud auth print-identity-token
+  --audiences=...`` or a service account's metadata server). :class:`IdTokenVerifier` checks it
+  and then checks the verified email against ``ROLLBACK_ALLOWED_PRINCIPALS``.
+* **Slack** posts button presses signed with the app's signing secret. :class:`SlackVerifier`
+  checks the signature on the raw body, then the Slack user id against
+  ``ROLLBACK_SLACK_ALLOWED_USERS``.
+
+Style: verification *raises* :class:`AuthError` (carrying an :class:`AuthFailure` with the HTTP
+status, a machine code and a human message) and returns only on success, so a caller that forgets
+to look at a result cannot let a request through. The HTTP layer maps ``failure.status`` to its
+answer. Messages never contain a token, a signature or a secret, and neither do the logs.
+
+Missing configuration is never "open": with no audience, no allowed principals, no Slack signing
+secret or no allowed Slack users, the matching routes answer 503 ``auth_not_configured``.
+
+This module imports no web framework: the HTTP layer hands it header values and raw body bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal, NamedTuple, Protocol, TypeGuard
+
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from slack_sdk.signature import Clock, SignatureVerifier
+
+from controller.errors import ControllerError
+
+log = logging.getLogger(__name__)
+
+GOOGLE_CERTS_URL: Final = "https://www.googleapis.com/oauth2/v1/certs"
+"""Google's OAuth2 token-signing certificates, v1 form: a JSON object of key id -> x509 PEM."""
+
+GOOGLE_ISSUERS: Final = frozenset({"accounts.google.com", "https://accounts.google.com"})
+"""Google documents both spellings of ``iss`` for its ID tokens."""
+
+CLOCK_SKEW_SECONDS: Final = 30.0
+"""Leeway on ``exp``/``iat``/``nbf``. google-auth's ``verify_token`` takes this as
+``clock_skew_in_seconds`` (default 0); ID tokens are minted and checked on Google-synchronised
+clocks, so a small leeway absorbs request latency without extending a token's life noticeably."""
+
+CERTS_FETCH_TIMEOUT_SECONDS: Final = 5.0
+CERTS_MAX_TTL_SECONDS: Final = 3600.0
+"""Upper bound on how long fetched certificates are trusted, whatever ``max-age`` says (Google
+sends several hours): a revoked key stops being accepted within the hour."""
+CERTS_MIN_TTL_SECONDS: Final = 60.0
+"""Lower bound, so a ``max-age=0`` endpoint does not turn every request into a fetch."""
+CERTS_MIN_REFETCH_INTERVAL_SECONDS: Final = 30.0
+"""An unknown ``kid`` triggers a refetch (key rotation) at most this often: a stream of tokens with
+made-up key ids must not turn the function into a load generator against the certs endpoint."""
+CERTS_MAX_BYTES: Final = 1 << 20
+MAX_TOKEN_CHARS: Final = 16 * 1024
+"""Google ID tokens are about 1 KB; anything far larger is refused before any parsing."""
+
+SLACK_REPLAY_WINDOW_SECONDS: Final = 300
+"""Slack's documented window, and slack_sdk's ``SignatureVerifier`` check (``> 60 * 5`` fails)."""
+
+
+# --------------------------------------------------------------------------- results and errors
+
+FailureStatus = Literal[401, 403, 503]
+
+
+@dataclass(frozen=True)
+class AuthFailure:
+    """Why a request was refused.
+
+    ``status``: 401 (no or bad credentials), 403 (good credentials, not allowed), 503 (the check
+    cannot be made: not configured, or certificates unavailable; retrying later may help).
+    ``error``: a stable machine code, one of ``missing_token``, ``invalid_token``,
+    ``expired_token``, ``wrong_audience``, ``forbidden_principal``, ``auth_not_configured``,
+    ``certs_unavailable``, ``missing_signature``, ``invalid_signature``, ``stale_request``.
+    ``message``: for humans; never contains a token, a signature or a secret.
+    """
+
+    status: FailureStatus
+    error: str
+    message: str
+
+
+class AuthError(ControllerError):
+    """Raised by every verification that does not succeed; ``failure`` says how to answer."""
+
+    def __init__(self, failure: AuthFailure) -> None:
+        super().__init__(f"{failure.status} {failure.error}: {failure.message}")
+        self.failure = failure
+
+    @classmethod
+    def of(cls, status: FailureStatus, error: str, message: str) -> AuthError:
+        return cls(AuthFailure(status=status, error=error, message=message))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A caller whose Google ID token verified and who is allowed: the token's email and ``sub``."""
+
+    email: str
+    subject: str
+
+
+# --------------------------------------------------------------------------- configuration
+
+# Domain: dot-separated DNS labels ending in an alphabetic TLD. Local part: anything but
+# whitespace, "@", "," (the list separator) and "*" (reserved for the wildcard form).
+_DOMAIN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+_PRINCIPAL_RE = re.compile(rf"(?:\*|[^\s@,*]+)@{_DOMAIN}", re.IGNORECASE)
+# Slack user ids are upper-case alphanumerics starting with a letter (U..., W... on Enterprise
+# Grid). Checking the shape catches "@alice" or an email pasted in by mistake.
+_SLACK_USER_RE = re.compile(r"[A-Z][A-Z0-9]{2,}")
+_LOOPBACK_HOSTS = frozenset({"localhost"})
+
+
+def _split_list(raw: str | None) -> tuple[str, ...]:
+    """``" a, ,b "`` -> ``("a", "b")``: trim whitespace, drop empties."""
+    if raw is None:
+        return ()
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AuthConfig(BaseModel):
+    """Who may call the HTTP API, read once from the environment (see :meth:`from_env`).
+
+    ``allowed_principals`` holds exact emails or ``*@domain`` (that domain only, never its
+    subdomains), lower-cased. Empty ``audience`` or ``allowed_principals`` -> the ID-token routes
+    answer 503; empty ``slack_signing_secret`` or ``slack_allowed_users`` -> the Slack route does.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    audience: str | None = None
+    allowed_principals: tuple[str, ...] = ()
+    certs_url: str = GOOGLE_CERTS_URL
+    slack_signing_secret: SecretStr | None = None
+    slack_allowed_users: tuple[str, ...] = ()
+
+    @field_validator("audience")
+    @classmethod
+    def _audience_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("ROLLBACK_AUTH_AUDIENCE must not be blank (leave it unset instead)")
+        return value
+
+    @field_validator("allowed_principals")
+    @classmethod
+    def _principals_well_formed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not _PRINCIPAL_RE.fullmatch(entry):
+                raise ValueError(
+                    f"ROLLBACK_ALLOWED_PRINCIPALS entry {entry!r} is neither an email "
+                    "(alice@example.com) nor a whole domain (*@example.com)"
+                )
+        # Google lower-cases the emails it puts in ID tokens; compare case-insensitively anyway.
+        return tuple(entry.lower() for entry in value)
+
+    @field_validator("certs_url")
+    @classmethod
+    def _certs_url_trustworthy(cls, value: str) -> str:
+        # The certificates decide which signatures are genuine: fetched over plain HTTP from
+        # another host, anyone on the path could substitute their own. Plain HTTP is allowed only
+        # on loopback (local stacks and tests).
+        parsed = urllib.parse.urlsplit(value)
+        host = parsed.hostname or ""
+        if parsed.scheme == "https" and host:
+            return value
+        if parsed.scheme == "http" and _is_loopback(host):
+            return value
+        raise ValueError(
+            f"ROLLBACK_AUTH_CERTS_URL {value!r} must be an https:// URL (plain http:// only on localhost/127.0.0.1)"
+        )
+
+    @field_validator("slack_signing_secret")
+    @classmethod
+    def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("SLACK_SIGNING_SECRET must not be blank (leave it unset instead)")
+        return value
+
+    @field_validator("slack_allowed_users")
+    @classmethod
+    def _slack_users_well_formed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not _SLACK_USER_RE.fullmatch(entry):
+                raise ValueError(
+                    f"ROLLBACK_SLACK_ALLOWED_USERS entry {entry!r} is not a Slack user id "
+                    "(like U0123ABCD; find it in the user's profile, 'Copy member ID')"
+                )
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AuthConfig:
+        """Read ``ROLLBACK_AUTH_AUDIENCE``, ``ROLLBACK_ALLOWED_PRINCIPALS``,
+        ``ROLLBACK_AUTH_CERTS_URL``, ``SLACK_SIGNING_SECRET`` and ``ROLLBACK_SLACK_ALLOWED_USERS``.
+
+        Values are trimmed; empty values count as unset; list entries are comma-separated.
+        Raises ``ValueError`` (a pydantic ``ValidationError``) naming a malformed entry.
+        """
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        secret = text("SLACK_SIGNING_SECRET")
+        return cls(
+            audience=text("ROLLBACK_AUTH_AUDIENCE"),
+            allowed_principals=_split_list(env.get("ROLLBACK_ALLOWED_PRINCIPALS")),
+            certs_url=text("ROLLBACK_AUTH_CERTS_URL") or GOOGLE_CERTS_URL,
+            slack_signing_secret=SecretStr(secret) if secret is not None else None,
+            slack_allowed_users=_split_list(env.get("ROLLBACK_SLACK_ALLOWED_USERS")),
+        )
+
+    @property
+    def id_token_configured(self) -> bool:
+        return self.audience is not None and bool(self.allowed_principals)
+
+    @property
+    def slack_configured(self) -> bool:
+        return self.slack_signing_secret is not None and bool(self.slack_allowed_users)
+
+    def principal_allowed(self, email: str) -> bool:
+        """Exact email, or ``*@<the email's own domain>``: a@eng.example.com is *not* matched by
+        ``*@example.com``, nor is a@example.com.evil.io."""
+        email = email.lower()
+        _, _, domain = email.rpartition("@")
+        return email in self.allowed_principals or f"*@{domain}" in self.allowed_principals
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+class FetchedCerts(NamedTuple):
+    """A certificates fetch: key id -> x509 PEM, and the ``max-age`` if one was sent."""
+
+    certs: Mapping[str, str]
+    max_age: float | None = None
+
+
+CertsFetcher = Callable[[str], FetchedCerts]
+"""Fetch certificates from a URL. Any exception it raises means "unavailable" (-> 503)."""
+
+
+class CertsFetchError(Exception):
+    """The certificates endpoint could not be reached or answered something unusable."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # Google's certs URL never redirects; following one could downgrade https to http.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_MAX_AGE_RE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+
+
+def _parse_max_age(cache_control: str | None) -> float | None:
+    if not cache_control:
+        return None
+    m = _MAX_AGE_RE.search(cache_control)
+    return float(m.group(1)) if m else None
+
+
+def fetch_certs_over_http(url: str, *, timeout: float = CERTS_FETCH_TIMEOUT_SECONDS) -> FetchedCerts:
+    """GET Google's v1 certificates form (``{"<kid>": "-----BEGIN CERTIFICATE-----..."}``).
+
+    Short timeout, no redirects, body capped at 1 MiB. Raises :class:`CertsFetchError`.
+    """
+    opener = urllib.request.build_opener(_NoRedirects)
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (scheme checked in AuthConfig)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            body = response.read(CERTS_MAX_BYTES + 1)
+            cache_control = response.headers.get("Cache-Control")
+    except urllib.error.HTTPError as exc:
+        exc.close()  # an HTTPError holds the open response; leaking it leaks the socket
+        raise CertsFetchError(f"HTTP {exc.code} from {url}") from None
+    except (OSError, ValueError) as exc:  # URLError, timeouts, resets, bad URLs
+        raise CertsFetchError(f"{type(exc).__name__} fetching {url}: {exc}") from None
+    if len(body) > CERTS_MAX_BYTES:
+        raise CertsFetchError(f"{url} answered more than {CERTS_MAX_BYTES} bytes")
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        raise CertsFetchError(f"{url} did not answer JSON") from None
+    if not isinstance(decoded, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in decoded.items()):
+        raise CertsFetchError(
+            f"{url} did not answer a JSON object of key id -> PEM certificate "
+            "(the v1 form, e.g. https://www.googleapis.com/oauth2/v1/certs, not the v3 JWKS form)"
+        )
+    return FetchedCerts(certs=decoded, max_age=_parse_max_age(cache_control))
+
+
+class _SignatureVerifier(Protocol):
+    def verify(self, message: bytes, signature: bytes) -> bool: ...
+
+
+def _rsa_verifier(pem: str) -> _SignatureVerifier:
+    # google-auth's RSAVerifier (backed by `cryptography`) accepts an x509 certificate PEM and
+    # refuses non-RSA keys with ValueError.
+    from google.auth import crypt
+
+    verifier: _SignatureVerifier = crypt.RSAVerifier.from_string(pem)  # type: ignore[no-untyped-call]
+    return verifier
+
+
+@dataclass(frozen=True)
+class _KeySet:
+    verifiers: Mapping[str, _SignatureVerifier]
+    fetched_at: float
+    expires_at: float
+
+
+class _CertsCache:
+    """Certificates by key id, fetched lazily, kept for ``max-age`` within bounds; thread-safe."""
+
+    def __init__(self, url: str, fetch: CertsFetcher, clock: Callable[[], float], min_refetch: float) -> None:
+        self._url = url
+        self._fetch = fetch
+        self._clock = clock
+        self._min_refetch = min_refetch
+        self._keys: _KeySet | None = None
+        # One fetch at a time: concurrent requests on a cold cache wait for the same answer
+        # instead of stampeding the endpoint.
+        self._lock = threading.Lock()
+
+    def verifier_for(self, kid: str) -> _SignatureVerifier | None:
+        with self._lock:
+            now = self._clock()
+            if self._keys is None or now >= self._keys.expires_at:
+                self._keys = self._refresh(now)
+            found = self._keys.verifiers.get(kid)
+            if found is None and now - self._keys.fetched_at >= self._min_refetch:
+                # Unknown key id: perhaps Google rotated keys since we fetched. Look once more.
+                log.info("token key id not in cached certificates; refetching %s", self._url)
+                self._keys = self._refresh(now)
+                found = self._keys.verifiers.get(kid)
+            return found
+
+    def _refresh(self, now: float) -> _KeySet:
+        try:
+            fetched = self._fetch(self._url)
+            verifiers = {kid: _rsa_verifier(pem) for kid, pem in fetched.certs.items()}
+        except Exception as exc:
+            # Fail closed, but say so: our problem (503, retry later), not the caller's (401).
+            log.warning(
+                "cannot use token-signing certificates from %s: %s: %s",
+                self._url,
+                type(exc).__name__,
+                exc,
+            )
+            raise AuthError.of(
+                503, "certs_unavailable", "cannot fetch token-signing certificates; try again later"
+            ) from None
+        if not verifiers:
+            log.warning("token-signing certificates from %s are empty", self._url)
+            raise AuthError.of(503, "certs_unavailable", "token-signing certificates are empty; try again later")
+        max_age = fetched.max_age if fetched.max_age is not None else CERTS_MAX_TTL_SECONDS
+        ttl = min(max(max_age, CERTS_MIN_TTL_SECONDS), CERTS_MAX_TTL_SECONDS)
+        log.debug("fetched %d token-signing certificates, kept for %.0f s", len(verifiers), ttl)
+        return _KeySet(verifiers=verifiers, fetched_at=now, expires_at=now + ttl)
+
+
+# --------------------------------------------------------------------------- ID tokens
+
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _b64url_decode(segment: str) -> bytes:
+    if not _B64URL_RE.fullmatch(segment):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _invalid(message: str) -> AuthError:
+    return AuthError.of(401, "invalid_token", message)
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if authorization is None or not authorization.strip():
+        raise AuthError.of(401, "missing_token", "send Authorization: Bearer <Google ID token>")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError.of(401, "missing_token", "send Authorization: Bearer <Google ID token>")
+    return token
+
+
+def _split_jwt(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any], bytes, bytes]:
+    """-> header, claims, signed bytes, signature. Nothing here is trusted yet."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise _invalid("token is too long")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise _invalid("token is not a JWT (header.payload.signature)")
+    try:
+        header = json.loads(_b64url_decode(parts[0]))
+        claims = json.loads(_b64url_decode(parts[1]))
+        signature = _b64url_decode(parts[2]) if parts[2] else b""
+    except (ValueError, binascii.Error):  # also covers UnicodeDecodeError and JSONDecodeError
+        raise _invalid("token is not a JWT (undecodable segment)") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise _invalid("token is not a JWT (segments are not JSON objects)")
+    signed = f"{parts[0]}.{parts[1]}".encode("ascii")
+    return header, claims, signed, signature
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    # bool is an int in Python; a claim of `true` is not a time.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class IdTokenVerifier:
+    """Verifies ``Authorization: Bearer <Google ID token>`` and the caller's email.
+
+    What a token must be: three base64url segments; header ``alg`` exactly ``RS256`` (so ``none``
+    and ``HS256``-with-the-public-cert forgeries never reach a key) and a ``kid`` naming one of the
+    certificates at ``config.certs_url``; a valid RSA signature; ``iss`` ``accounts.google.com``
+    or ``https://accounts.google.com``; ``aud`` (a string) equal to ``config.audience``; numeric
+    ``exp`` and ``iat`` (and ``nbf`` if present) within :data:`CLOCK_SKEW_SECONDS` of ``clock()``;
+    ``email_verified`` the JSON boolean ``true`` (the string ``"true"`` is refused: Google's ID
+    tokens carry a boolean, and anything else is not a token Google signed in the documented form);
+    ``email`` a string with one ``@``; ``sub`` a non-empty string.
+
+    Certificates are fetched with ``fetch_certs`` (default :func:`fetch_certs_over_http`), cached
+    for ``max-age`` clamped to [60 s, 1 h] (1 h if no ``max-age``), refetched once for an unknown
+    ``kid`` (at most every ``min_refetch_interval`` seconds). A failed fetch is 503, not 401.
+    """
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        *,
+        fetch_certs: CertsFetcher | None = None,
+        clock: Callable[[], float] = time.time,
+        clock_skew: float = CLOCK_SKEW_SECONDS,
+        min_refetch_interval: float = CERTS_MIN_REFETCH_INTERVAL_SECONDS,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._skew = clock_skew
+        self._certs = _CertsCache(config.certs_url, fetch_certs or fetch_certs_over_http, clock, min_refetch_interval)
+
+    def verify(self, authorization_header: str | None) -> Principal:
+        """Return the allowed caller, or raise :class:`AuthError` (401, 403 or 503)."""
+        try:
+            principal = self._verify(authorization_header)
+        except AuthError as exc:
+            # The code is enough to debug a refusal from the logs; the token itself never is logged.
+            log.info("ID token refused: %s %s", exc.failure.status, exc.failure.error)
+            raise
+        return principal
+
+    def _verify(self, authorization_header: str | None) -> Principal:
+        config = self._config
+        if not config.id_token_configured or config.audience is None:
+            raise AuthError.of(
+                503,
+                "auth_not_configured",
+                "authentication is not configured: set ROLLBACK_AUTH_AUDIENCE and ROLLBACK_ALLOWED_PRINCIPALS",
+            )
+        token = _bearer_token(authorization_header)
+        header, claims, signed, signature = _split_jwt(token)
+
+        # The algorithm is pinned, not taken from the token: only RS256 against Google's RSA keys.
+        if header.get("alg") != "RS256":
+            raise _invalid("token must be signed with RS256")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise _invalid("token header names no key id (kid)")
+        verifier = self._certs.verifier_for(kid)
+        if verifier is None:
+            raise _invalid("token is signed by a key Google does not publish")
+        if not verifier.verify(signed, signature):
+            raise _invalid("token signature does not verify")
+
+        # Signed by Google from here on; now: is it for us, now, and about a verified email?
+        self._check_claims(claims, config.audience)
+        email: str = claims["email"]
+        subject: str = claims["sub"]
+        if not config.principal_allowed(email):
+            log.warning("ID token for %r verified but not in ROLLBACK_ALLOWED_PRINCIPALS", email)
+            raise AuthError.of(403, "forbidden_principal", f"{email} is not allowed to use this API")
+        return Principal(email=email, subject=subject)
+
+    def _check_claims(self, claims: Mapping[str, Any], audience: str) -> None:
+        if claims.get("iss") not in GOOGLE_ISSUERS:
+            raise _invalid("token was not issued by accounts.google.com")
+        if claims.get("aud") != audience:
+            raise AuthError.of(
+                401,
+                "wrong_audience",
+                f"token is for another audience; mint it with audience {audience}",
+            )
+        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
+        if not (_is_number(exp) and _is_number(iat) and _is_number(nbf)):
+            raise _invalid("token lacks numeric exp/iat claims")
+        now = self._clock()
+        if now > exp + self._skew:
+            raise AuthError.of(401, "expired_token", "token has expired; mint a fresh one")
+        if iat > now + self._skew or nbf > now + self._skew:
+            raise _invalid("token is not valid yet (issued in the future: check clocks)")
+        if claims.get("email_verified") is not True:
+            raise _invalid("token's email is not verified")
+        email = claims.get("email")
+        if not isinstance(email, str) or email.count("@") != 1:
+            raise _invalid("token carries no email")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise _invalid("token carries no subject")
+
+
+# --------------------------------------------------------------------------- Slack
+
+_SLACK_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
+_SLACK_SIGNATURE_RE = re.compile(r"v0=[0-9a-f]{64}")
+
+
+class _CallableClock(Clock):
+    """Adapts a ``() -> float`` clock to slack_sdk's ``Clock`` interface."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock()
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # Header names are case-insensitive; a plain dict from a test or another framework is not.
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+class SlackVerifier:
+    """Verifies a Slack request's signature, then whether its user may press our buttons.
+
+    ``verify`` must see the body bytes exactly as received (before any form parsing). Signing is
+    ``v0=hex(HMAC-SHA256(secret, "v0:" + timestamp + ":" + body))``; requests more than
+    :data:`SLACK_REPLAY_WINDOW_SECONDS` from ``clock()`` either way are refused (replay window).
+    The comparison itself is slack_sdk's ``SignatureVerifier`` (constant-time).
+    """
+
+    def __init__(self, config: AuthConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._clock = clock
+        secret = config.slack_signing_secret
+        self._verifier = (
+            SignatureVerifier(secret.get_secret_value(), clock=_CallableClock(clock)) if secret is not None else None
+        )
+
+    def _require_configured(self) -> SignatureVerifier:
+        if self._verifier is None or not self._config.slack_configured:
+            raise AuthError.of(
+                503,
+                "auth_not_configured",
+                "Slack actions are not configured: set SLACK_SIGNING_SECRET and ROLLBACK_SLACK_ALLOWED_USERS",
+            )
+        return self._verifier
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """Raise :class:`AuthError` unless ``body`` carries a fresh, valid Slack signature."""
+        try:
+            self._verify(body, headers)
+        except AuthError as exc:
+            log.info("Slack request refused: %s %s", exc.failure.status, exc.failure.error)
+            raise
+
+    def _verify(self, body: bytes, headers: Mapping[str, str]) -> None:
+        verifier = self._require_configured()
+        timestamp = _header(headers, "X-Slack-Request-Timestamp")
+        signature = _header(headers, "X-Slack-Signature")
+        if not timestamp or not signature:
+            raise AuthError.of(
+                401,
+                "missing_signature",
+                "X-Slack-Request-Timestamp and X-Slack-Signature headers are required",
+            )
+        # Shapes are checked here because slack_sdk would raise on them: int() on a non-number,
+        # hmac.compare_digest on a non-ASCII str.
+        if not _SLACK_TIMESTAMP_RE.fullmatch(timestamp):
+            raise AuthError.of(401, "invalid_signature", "X-Slack-Request-Timestamp is malformed")
+        if not _SLACK_SIGNATURE_RE.fullmatch(signature):
+            raise AuthError.of(401, "invalid_signature", "X-Slack-Signature is malformed")
+        if abs(self._clock() - int(timestamp)) > SLACK_REPLAY_WINDOW_SECONDS:
+            raise AuthError.of(401, "stale_request", "request timestamp is outside the 5-minute replay window")
+        if not verifier.is_valid(body=body, timestamp=timestamp, signature=signature):
+            raise AuthError.of(401, "invalid_signature", "Slack signature does not verify")
+
+    def check_user(self, user_id: str | None) -> None:
+        """Raise :class:`AuthError` 403 unless ``user_id`` is in ROLLBACK_SLACK_ALLOWED_USERS."""
+        self._require_configured()
+        if not user_id or user_id not in self._config.slack_allowed_users:
+            log.warning("Slack user %r is not in ROLLBACK_SLACK_ALLOWED_USERS", user_id)
+            raise AuthError.of(
+                403,
+                "forbidden_principal",
+                f"Slack user {user_id} is not allowed to act on rollbacks",
+            )
