@@ -27,21 +27,21 @@ from typing import Any
 from controller import logs
 from controller.alert import Alert, alert_from_incident
 from controller.cloudrun import Applied, CloudRunApi, CloudRunClient, OperationFailed
+from controller.commit import Change, commit
 from controller.decide import Decision, Reason, decide
 from controller.errors import (
-    ConflictError,
     MalformedInput,
     PermanentError,
     PolicyError,
     TemporaryError,
 )
 from controller.incident import DeliveryInfo, parse_cloud_event
-from controller.ledger import Ledger, read_ledger, write_ledger
+from controller.ledger import Ledger
 from controller.messages import FAILED_HEADER, UNCONFIRMED_HEADER, render
 from controller.policy import Policy, PolicySet, load_policies
 from controller.settings import Settings
 from controller.slack import Notifier, build_notifier
-from controller.state import Frozen, ServiceRef
+from controller.state import Frozen, ServiceRef, ServiceState
 
 log = logging.getLogger("controller.alert")
 
@@ -140,43 +140,16 @@ class Controller:
     def _decide_and_act(
         self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str
     ) -> tuple[Decision, Applied | None, int]:
-        retries = self.settings.conflict_retries
-        last_conflict = ""
-        for attempt in range(1, retries + 1):
-            state = self.run.read(ref)
-            ledger = read_ledger(state.annotations)
-            if ledger.problems:
-                log.warning(
-                    "ledger annotations partly unreadable",
-                    extra={"fields": {"problems": list(ledger.problems)}},
-                )
+        def plan(state: ServiceState, ledger: Ledger) -> tuple[Decision, Change | None]:
             decision = decide(
-                alert,
-                policy,
-                state,
-                ledger,
-                self.clock(),
-                dry_run=self.settings.dry_run,
-                policy_reason=policy_reason,
+                alert, policy, state, ledger, self.clock(), dry_run=self.settings.dry_run, policy_reason=policy_reason
             )
-            if not decision.changes_traffic:
-                return decision, None, attempt
-            assert decision.ledger_after is not None
-            try:
-                applied = self.run.update(
-                    state,
-                    decision.traffic_after,
-                    write_ledger(decision.ledger_after, state.annotations),
-                )
-            except ConflictError as exc:
-                last_conflict = str(exc)
-                log.info(
-                    "service changed under us; re-reading",
-                    extra={"fields": {"attempt": attempt, "conflict": last_conflict}},
-                )
-                continue
-            return decision, applied, attempt
-        raise ConflictError(f"gave up after {retries} attempts: {last_conflict}")
+            if not decision.changes_traffic or decision.ledger_after is None:
+                return decision, None
+            return decision, Change(decision.traffic_after, decision.ledger_after)
+
+        done = commit(self.run, ref, plan, retries=self.settings.conflict_retries)
+        return done.outcome, done.applied, done.attempts
 
     def _service_ref(self, alert: Alert) -> ServiceRef:
         project = alert.project or self.settings.default_project
