@@ -22,6 +22,10 @@ MAX_RETRY_AFTER = 5.0  # seconds we are willing to wait on a Slack rate limit
 class Notifier(Protocol):
     def post(self, message: SlackMessage) -> bool: ...
 
+    def update(self, channel: str, ts: str, message: SlackMessage) -> bool:
+        """Replace a message the app posted earlier (Slack buttons update the message they sit on)."""
+        ...
+
 
 class LogOnlyNotifier:
     """Used when no Slack destination is configured: the decision is still in the logs."""
@@ -29,6 +33,9 @@ class LogOnlyNotifier:
     def post(self, message: SlackMessage) -> bool:
         log.info("slack not configured; message not sent", extra={"fields": {"slack_text": message.text}})
         return False
+
+    def update(self, channel: str, ts: str, message: SlackMessage) -> bool:
+        return self.post(message)
 
 
 def _retry_after(headers: Any) -> float:
@@ -89,6 +96,15 @@ class WebApiNotifier:
             return False
         return True
 
+    def update(self, channel: str, ts: str, message: SlackMessage) -> bool:
+        try:
+            self._client.chat_update(channel=channel, ts=ts, text=message.text, blocks=list(message.blocks))
+        except Exception as exc:
+            fields = {"slack_error": _describe(exc), "slack_channel": channel}
+            log.error("slack: chat.update failed; the action stands", extra={"fields": fields})
+            return False
+        return True
+
 
 class WebhookNotifier:
     def __init__(self, url: str) -> None:
@@ -118,6 +134,10 @@ class WebhookNotifier:
             )
             return False
         return True
+
+    def update(self, channel: str, ts: str, message: SlackMessage) -> bool:
+        """A webhook cannot edit what it posted: post the new state as a new message instead."""
+        return self.post(message)
 
 
 def _describe(exc: Exception) -> str:

@@ -125,6 +125,12 @@ class RecordingNotifier:
         self.messages: list[SlackMessage] = []
         self.fail = fail
 
+        self.updates: list[tuple[str, str, SlackMessage]] = []
+
     def post(self, message: SlackMessage) -> bool:
         self.messages.append(message)
+        return not self.fail
+
+    def update(self, channel: str, ts: str, message: SlackMessage) -> bool:
+        self.updates.append((channel, ts, message))
         return not self.fail
