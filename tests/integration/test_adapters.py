@@ -88,7 +88,7 @@ def test_failed_operation_is_reported(emulator: CloudRunEmulator) -> None:
     emulator.set_revision_ready(REF.project, REF.region, REF.service, "checkout-00041-abc", ready=False)
     client = CloudRunClient(emulator.url)
     state = client.read(REF).model_copy()
-    with pytest.raises(OperationFailed, match="not ready|Ready"):
+    with pytest.raises(OperationFailed, match=r"not ready|Ready"):
         client.update(state, TO_PREVIOUS, {})
     assert emulator.traffic(REF.project, REF.region, REF.service)[0]["type"] == "LATEST"
 
