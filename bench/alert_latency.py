@@ -34,6 +34,7 @@ from controller.demo import (  # noqa: E402
     stop_process,
 )
 from controller.emulator.cloudrun import CloudRunEmulator, seed_sample  # noqa: E402
+from controller.emulator.monitoring import MonitoringEmulator  # noqa: E402
 from controller.emulator.slack import SlackEmulator  # noqa: E402
 
 
@@ -60,9 +61,11 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=250)
     args = parser.parse_args()
     template = json.loads(SAMPLE.read_text())
-    with CloudRunEmulator() as run, SlackEmulator() as slack:
+    with CloudRunEmulator() as run, SlackEmulator() as slack, MonitoringEmulator() as monitoring:
         port = free_port()
-        proc = start_function("handle_alert", port, function_env(run.url, slack.api_url), log_path=LOG)
+        proc = start_function(
+            "handle_alert", port, function_env(run.url, slack.api_url, monitoring=monitoring.target), log_path=LOG
+        )
         try:
             seed_sample(run)
             assert post_push(port, delivery(template, "warm-up")).status_code == 200

@@ -48,13 +48,16 @@ def cold_path() -> float:
         stop_process,
     )
     from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
+    from controller.emulator.monitoring import MonitoringEmulator
     from controller.emulator.slack import SlackEmulator
 
-    with CloudRunEmulator() as run, SlackEmulator() as slack:
+    with CloudRunEmulator() as run, SlackEmulator() as slack, MonitoringEmulator() as monitoring:
         seed_sample(run)
         port = free_port()
         started = time.perf_counter()
-        proc = start_function("handle_alert", port, function_env(run.url, slack.api_url), log_path=LOG)
+        proc = start_function(
+            "handle_alert", port, function_env(run.url, slack.api_url, monitoring=monitoring.target), log_path=LOG
+        )
         try:
             response = post_push(port, json.loads(SAMPLE.read_text()))
             elapsed = time.perf_counter() - started

@@ -15,9 +15,12 @@ documentation:
 7. service on hold                    → nothing (Slack is told)
 8. cooldown since the last automatic action → nothing (Slack is told)
 9. daily budget of automatic actions spent → nothing (Slack is told)
-10. no Ready, non-quarantined target  → nothing (Slack is told)
-11. policy mode notify / dry run      → nothing changes (Slack says what would have happened)
-12. otherwise                         → roll back: 100% to the target, suspect quarantined
+10. evidence (when verified): the suspect's numbers do not breach the trigger → nothing
+    (Slack gets the numbers); the target was as bad when it last served → nothing, escalate
+11. no Ready, non-quarantined target  → nothing (Slack is told)
+12. evidence unavailable or inconclusive and the policy says skip → nothing (Slack is told)
+13. policy mode notify / dry run      → nothing changes (Slack says what would have happened)
+14. otherwise                         → roll back: 100% to the target, suspect quarantined
 
 No clock, no network, no cloud client: ``now`` is an argument, and the same inputs always
 give the same decision.
@@ -32,6 +35,7 @@ from controller.alert import Alert, TriggerKind
 from controller.ledger import Action, Ledger
 from controller.policy import Policy
 from controller.state import Frozen, ServiceRef, ServiceState, TrafficTarget
+from controller.verify import Verdict, Verification
 
 ACTOR = "rollback-controller"
 
@@ -50,6 +54,9 @@ class Reason(StrEnum):
     COOLDOWN = "cooldown"
     BUDGET_SPENT = "budget-spent"
     NO_TARGET = "no-target"
+    NOT_CONFIRMED = "not-confirmed"
+    TARGET_ALSO_FAILING = "target-also-failing"
+    UNVERIFIED = "unverified"
 
 
 # Outcomes a human should hear about even though traffic did not change.
@@ -64,8 +71,14 @@ NOTIFY_REASONS = frozenset(
         Reason.COOLDOWN,
         Reason.BUDGET_SPENT,
         Reason.NO_TARGET,
+        Reason.NOT_CONFIRMED,
+        Reason.TARGET_ALSO_FAILING,
+        Reason.UNVERIFIED,
     }
 )
+
+# Decisions that would change traffic but for the mode: worth fetching evidence for.
+WOULD_ACT = frozenset({Reason.ROLLED_BACK, Reason.DRY_RUN, Reason.NOTIFY_MODE})
 
 
 class Decision(Frozen):
@@ -79,6 +92,11 @@ class Decision(Frozen):
     traffic_before: tuple[TrafficTarget, ...] = ()
     traffic_after: tuple[TrafficTarget, ...] = ()
     ledger_after: Ledger | None = None
+    verification: Verification | None = None
+
+    @property
+    def evidence(self) -> list[str]:
+        return self.verification.lines() if self.verification else []
 
     @property
     def changes_traffic(self) -> bool:
@@ -157,6 +175,7 @@ def decide(
     *,
     dry_run: bool = False,
     policy_reason: str = "",
+    verification: Verification | None = None,
 ) -> Decision:
     """Decide what to do about one delivery of an alert. See the module docstring for the order."""
     base = {
@@ -164,6 +183,7 @@ def decide(
         "policy": policy.name if policy else "",
         "trigger": alert.trigger,
         "traffic_before": state.traffic if state else (),
+        "verification": verification,
     }
 
     def no(reason: Reason, message: str, **extra: str) -> Decision:
@@ -236,8 +256,40 @@ def decide(
             suspect=suspect,
         )
     target, why = choose_target(state, ledger, suspect)
+    if verification is not None:
+        evidence = "; ".join(verification.lines())
+        if verification.verdict is Verdict.NOT_CONFIRMED:
+            return no(
+                Reason.NOT_CONFIRMED,
+                f"the alert is not confirmed by Cloud Monitoring: {evidence}",
+                suspect=suspect,
+                target=target,
+            )
+        if verification.target_as_bad and policy.verification.compare_target:
+            return no(
+                Reason.TARGET_ALSO_FAILING,
+                f"rollback would not help: {target} was as bad when it last served ({evidence}); "
+                "check shared infrastructure (databases, downstream APIs)",
+                suspect=suspect,
+                target=target,
+            )
     if not target:
         return no(Reason.NO_TARGET, why, suspect=suspect)
+    if verification is not None and verification.verdict in (Verdict.UNAVAILABLE, Verdict.INCONCLUSIVE):
+        rule = (
+            policy.verification.on_unavailable
+            if verification.verdict is Verdict.UNAVAILABLE
+            else policy.verification.on_inconclusive
+        )
+        if rule == "skip":
+            return no(
+                Reason.UNVERIFIED,
+                f"not acting on an unverified alert ({verification.verdict.value}: {'; '.join(verification.lines())}); "
+                f"policy {policy.name} says skip",
+                suspect=suspect,
+                target=target,
+            )
+        why += f"; acting on the alert alone ({'; '.join(verification.lines())})"
 
     traffic_after = rollback_traffic(state, target)
     share = serving.get(suspect, 0)

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,17 @@ def free_port() -> int:
         return port
 
 
-def function_env(run_url: str, slack_api_url: str, **extra: str) -> dict[str, str]:
-    """Environment that wires the function to the local emulators (never to Google or Slack)."""
+def function_env(run_url: str, slack_api_url: str, *, monitoring: str, **extra: str) -> dict[str, str]:
+    """Environment that wires the function to the local emulators (never to Google or Slack).
+
+    ``monitoring`` (``host:port`` of the Monitoring emulator) is required on purpose: without an
+    endpoint the function would look for Google credentials, probing the metadata server.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLBACK_", "SLACK_"))}
     env.update(
         {
             "ROLLBACK_RUN_ENDPOINT": run_url,
+            "ROLLBACK_MONITORING_ENDPOINT": monitoring,
             "ROLLBACK_SLACK_API_URL": slack_api_url,
             "SLACK_BOT_TOKEN": "xoxb-local-demo",
             "SLACK_CHANNEL": "#deploys",
@@ -100,16 +106,39 @@ def _traffic_line(traffic: list[dict[str, Any]]) -> str:
     return ", ".join(parts) or "(none)"
 
 
+def simulate_bad_release(run_emu: Any, monitoring_emu: Any, minutes: int = 10) -> None:
+    """Ten minutes of traffic up to now: the newest revision serves 18% 5xx at ~450 ms, the others are fine."""
+    from controller.emulator.traffic import RevisionProfile, TrafficSimulator
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    simulator = TrafficSimulator(
+        run_emu,
+        monitoring_emu,
+        project=PROJECT,
+        region=REGION,
+        service=SERVICE,
+        seed=7,
+        start=now - timedelta(minutes=minutes),
+    )
+    simulator.set_profile("checkout-00042-xyz", RevisionProfile(error_rate=0.18, latency_ms=450.0))
+    for good in ("checkout-00040-aaa", "checkout-00041-abc"):
+        simulator.set_profile(good, RevisionProfile(error_rate=0.004, latency_ms=120.0))
+    simulator.run_until(now)
+
+
 def run(*, once: bool, port: int | None) -> int:
     from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
+    from controller.emulator.monitoring import MonitoringEmulator
     from controller.emulator.slack import SlackEmulator
 
     port = port or free_port()
-    with CloudRunEmulator() as run_emu, SlackEmulator() as slack_emu:
+    with CloudRunEmulator() as run_emu, SlackEmulator() as slack_emu, MonitoringEmulator() as monitoring_emu:
         seed_sample(run_emu)
+        simulate_bad_release(run_emu, monitoring_emu)
         print(f"Cloud Run emulator  {run_emu.url}  (service {PROJECT}/{REGION}/{SERVICE})")
+        print(f"Monitoring emulator {monitoring_emu.target}  (10 simulated minutes: checkout-00042-xyz at 18% 5xx)")
         print(f"Slack emulator      {slack_emu.api_url}")
-        env = function_env(run_emu.url, slack_emu.api_url)
+        env = function_env(run_emu.url, slack_emu.api_url, monitoring=monitoring_emu.target)
         proc = start_function("handle_alert", port, env)
         try:
             url = f"http://127.0.0.1:{port}/"
@@ -124,6 +153,10 @@ def run(*, once: bool, port: int | None) -> int:
             slack_emu.wait_for_messages(1, timeout=5)
             for message in slack_emu.messages:
                 print(f"Slack → {message.get('channel')}: {message.get('text')}")
+                for block in message.get("blocks") or []:
+                    text = (block.get("text") or {}).get("text", "")
+                    if text.startswith("*Measured by Cloud Monitoring*"):
+                        print("  " + text.replace("\n", "\n  "))
             if once:
                 return 0 if response.status_code == 200 else 1
             print(

@@ -28,7 +28,7 @@ from controller import logs
 from controller.alert import Alert, alert_from_incident
 from controller.cloudrun import Applied, CloudRunApi, CloudRunClient, OperationFailed
 from controller.commit import Change, commit
-from controller.decide import Decision, Reason, decide
+from controller.decide import WOULD_ACT, Decision, Reason, decide
 from controller.errors import (
     MalformedInput,
     PermanentError,
@@ -38,10 +38,19 @@ from controller.errors import (
 from controller.incident import DeliveryInfo, parse_cloud_event
 from controller.ledger import Ledger
 from controller.messages import FAILED_HEADER, UNCONFIRMED_HEADER, render
+from controller.monitoring import (
+    Evidence,
+    MonitoringApi,
+    MonitoringUnavailable,
+    Window,
+    revision_window_before,
+    trailing_window,
+)
 from controller.policy import Policy, PolicySet, load_policies
 from controller.settings import Settings
 from controller.slack import Notifier, build_notifier
 from controller.state import Frozen, ServiceRef, ServiceState
+from controller.verify import Verification, attribute, judge, measure, trigger_window, unavailable
 
 log = logging.getLogger("controller.alert")
 
@@ -71,10 +80,12 @@ class Controller:
         *,
         policies: PolicySet | None = None,
         clock: Clock = utc_now,
+        monitoring: MonitoringApi | None = None,
     ) -> None:
         self.settings = settings
         self.run = run
         self.notifier = notifier
+        self.monitoring = monitoring
         self.clock = clock
         self._policies = policies
         self._policy_error = ""
@@ -86,7 +97,10 @@ class Controller:
             api_timeout=settings.api_timeout,
             operation_timeout=settings.operation_timeout,
         )
-        return cls(settings, run, build_notifier(settings))
+        from controller.monitoring import MonitoringClient
+
+        monitoring = MonitoringClient(settings.monitoring_endpoint, deadline=settings.monitoring_deadline)
+        return cls(settings, run, build_notifier(settings), monitoring=monitoring)
 
     # -- policies ------------------------------------------------------------------------
     def policies(self) -> PolicySet:
@@ -140,10 +154,36 @@ class Controller:
     def _decide_and_act(
         self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str
     ) -> tuple[Decision, Applied | None, int]:
+        evidence = _EvidenceCache(self.monitoring, ref) if self.monitoring is not None else None
+
         def plan(state: ServiceState, ledger: Ledger) -> tuple[Decision, Change | None]:
-            decision = decide(
-                alert, policy, state, ledger, self.clock(), dry_run=self.settings.dry_run, policy_reason=policy_reason
-            )
+            now = self.clock()
+            claim = alert
+            verifying = evidence is not None and policy is not None and policy.verification.enabled
+            if (
+                evidence is not None
+                and policy is not None
+                and verifying
+                and alert.state == "open"
+                and not alert.revision
+            ):
+                claim = evidence.attribute(alert, policy, state, now)
+
+            def decide_with(verification: Verification | None) -> Decision:
+                return decide(
+                    claim,
+                    policy,
+                    state,
+                    ledger,
+                    now,
+                    dry_run=self.settings.dry_run,
+                    policy_reason=policy_reason,
+                    verification=verification,
+                )
+
+            decision = decide_with(None)
+            if evidence is not None and policy is not None and verifying and decision.reason in WOULD_ACT:
+                decision = decide_with(evidence.verify(claim, policy, state, decision, now))
             if not decision.changes_traffic or decision.ledger_after is None:
                 return decision, None
             return decision, Change(decision.traffic_after, decision.ledger_after)
@@ -296,6 +336,73 @@ class Controller:
                 "labels": {"reason": "malformed"},
             },
         )
+
+
+_SIGNALS: dict[str, str] = {"error_rate": "error_rate", "latency_p95": "latency", "health": "health"}
+UPTIME_METRIC = "monitoring.googleapis.com/uptime_check/check_passed"
+
+
+class _EvidenceCache:
+    """Per-delivery Monitoring look-ups: each window is asked once, even across conflict retries,
+    and once Monitoring has failed it is not asked again (an outage costs one deadline, not two)."""
+
+    def __init__(self, monitoring: MonitoringApi, ref: ServiceRef) -> None:
+        self._monitoring = monitoring
+        self._ref = ref
+        self._answers: dict[tuple[datetime, datetime, str], Evidence] = {}
+        self._failure = ""
+
+    def _fetch(self, window: Window, signal: str) -> Evidence:
+        if self._failure:
+            raise MonitoringUnavailable(self._failure)
+        key = (window.start, window.end, signal)
+        if key not in self._answers:
+            try:
+                self._answers[key] = self._monitoring.evidence(self._ref, window, signals=frozenset({signal}))
+            except MonitoringUnavailable as exc:
+                self._failure = str(exc)
+                raise
+        return self._answers[key]
+
+    def attribute(self, alert: Alert, policy: Policy, state: ServiceState, now: datetime) -> Alert:
+        """A service-level alert names no revision: blame the serving revision whose numbers breach worst."""
+        if alert.trigger is None or getattr(policy.triggers, alert.trigger) is None:
+            return alert
+        window = trailing_window(now, trigger_window(policy, alert.trigger, alert.window))
+        try:
+            found = self._fetch(window, _SIGNALS[alert.trigger])
+        except MonitoringUnavailable:
+            return alert
+        numbers = list(found.revisions.values())
+        suspect = attribute(policy, alert.trigger, numbers, state.serving(), window.start, window.end)
+        return alert.model_copy(update={"revision": suspect}) if suspect else alert
+
+    def verify(
+        self, alert: Alert, policy: Policy, state: ServiceState, decision: Decision, now: datetime
+    ) -> Verification:
+        trigger = alert.trigger
+        assert trigger is not None
+        signal = _SIGNALS[trigger]
+        length = trigger_window(policy, trigger, alert.window)
+        probe_data = alert.metric_type != UPTIME_METRIC
+        window = trailing_window(now, length)
+        try:
+            found = self._fetch(window, signal)
+        except MonitoringUnavailable as exc:
+            return unavailable(str(exc))
+        suspect = measure(policy, trigger, found.get(decision.suspect), window.start, window.end, probe_data=probe_data)
+        target = None
+        created = state.revision(decision.suspect)
+        if policy.verification.compare_target and decision.target and created is not None:
+            before = revision_window_before(created.create_time, length)
+            try:
+                then = self._fetch(before, signal)
+                target = measure(
+                    policy, trigger, then.get(decision.target), before.start, before.end, probe_data=probe_data
+                )
+            except MonitoringUnavailable:
+                target = None
+        return judge(suspect, target)
 
 
 def _event_id(event: Any) -> str:

@@ -25,6 +25,9 @@ _HEADERS = {
     Reason.COOLDOWN: ":hourglass: Not rolling back {service}: cooldown",
     Reason.BUDGET_SPENT: ":no_entry: Not rolling back {service}: daily rollback budget spent",
     Reason.NO_TARGET: ":rotating_light: Cannot roll back {service}: no safe revision to roll back to",
+    Reason.NOT_CONFIRMED: ":mag: Not rolling back {service}: Cloud Monitoring does not confirm the alert",
+    Reason.TARGET_ALSO_FAILING: ":rotating_light: ESCALATION: rolling back {service} would not help",
+    Reason.UNVERIFIED: ":grey_question: Not rolling back {service}: the alert could not be verified",
 }
 _DEFAULT_HEADER = ":information_source: {service}: {reason}"
 FAILED_HEADER = ":rotating_light: Rollback of {service} FAILED"
@@ -106,6 +109,14 @@ def render(
         {"type": "section", "text": {"type": "mrkdwn", "text": decision.message[:2900]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields[:10]]},
     ]
+    if decision.evidence:
+        measured = "\n".join(f"• {line}" for line in decision.evidence)
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*Measured by Cloud Monitoring*\n{measured}"[:2900]},
+            }
+        )
     if extra:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": extra[:2900]}})
     links = []

@@ -266,6 +266,29 @@ class Canary(StrictModel):
         return self
 
 
+class Verification(StrictModel):
+    """Evidence before action: check the alert against Cloud Monitoring's per-revision numbers.
+
+    The suspect must breach the trigger over the trigger's window (ending now) with at least
+    ``min_requests``; the target must not have breached it when it last served. When the
+    numbers cannot be had, or there is too little traffic to judge, the policy decides.
+    """
+
+    enabled: bool = Field(default=True, description="verify alerts with Cloud Monitoring before acting")
+    on_unavailable: Literal["act", "skip"] = Field(
+        default="act",
+        description="Monitoring unreachable or erroring: act on the alert alone (act) or do nothing (skip)",
+    )
+    on_inconclusive: Literal["act", "skip"] = Field(
+        default="act",
+        description="too little traffic to judge: act on the alert alone (act) or do nothing (skip)",
+    )
+    compare_target: bool = Field(
+        default=True,
+        description="refuse to roll back into a revision that was as bad when it last served; escalate instead",
+    )
+
+
 class Notify(StrictModel):
     """Where the controller reports what it did."""
 
@@ -290,6 +313,9 @@ class Policy(StrictModel):
     triggers: Triggers = Field(default_factory=Triggers, description="what counts as broken")
     rollback: Rollback = Field(default_factory=Rollback, description="how rollbacks are done")
     canary: Canary | None = Field(default=None, description="canary promotion gating; unset = off")
+    verification: Verification = Field(
+        default_factory=Verification, description="evidence from Cloud Monitoring before acting"
+    )
     notify: Notify = Field(default_factory=Notify, description="where to report")
 
     @model_validator(mode="after")

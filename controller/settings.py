@@ -43,6 +43,8 @@ class Settings(BaseModel):
     api_timeout: float = Field(default=10.0, gt=0)
     operation_timeout: float = Field(default=60.0, gt=0)
     conflict_retries: int = Field(default=4, ge=1, le=10)
+    # The most a Monitoring outage may cost a delivery before the policy's fallback applies.
+    monitoring_deadline: float = Field(default=5.0, gt=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -24,6 +24,7 @@ import requests
 
 from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
+from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 from controller.ledger import Ledger, write_ledger
 
@@ -100,18 +101,22 @@ class Stack:
         return annotations
 
 
+Emulators = tuple[CloudRunEmulator, SlackEmulator, MonitoringEmulator]
+
+
 @pytest.fixture(scope="module")
-def emulators() -> Iterator[tuple[CloudRunEmulator, SlackEmulator]]:
-    with CloudRunEmulator(page_size=2) as run, SlackEmulator() as slack:
-        yield run, slack
+def emulators() -> Iterator[Emulators]:
+    # Monitoring holds no data here: verification is inconclusive and the default policy acts
+    # on the alert alone (tests/integration/test_verification.py covers the evidence itself).
+    with CloudRunEmulator(page_size=2) as run, SlackEmulator() as slack, MonitoringEmulator() as monitoring:
+        yield run, slack, monitoring
 
 
-def _serve(emulators: tuple[CloudRunEmulator, SlackEmulator], tmp: Path, **env: str) -> Iterator[Stack]:
-    run, slack = emulators
+def _serve(emulators: Emulators, tmp: Path, **env: str) -> Iterator[Stack]:
+    run, slack, monitoring = emulators
     port = free_port()
-    proc = start_function(
-        "handle_alert", port, function_env(run.url, slack.api_url, **env), log_path=tmp / "function.log"
-    )
+    env_ = function_env(run.url, slack.api_url, monitoring=monitoring.target, **env)
+    proc = start_function("handle_alert", port, env_, log_path=tmp / "function.log")
     try:
         yield Stack(run, slack, port)
     finally:
@@ -119,9 +124,7 @@ def _serve(emulators: tuple[CloudRunEmulator, SlackEmulator], tmp: Path, **env: 
 
 
 @pytest.fixture(scope="module")
-def server(
-    emulators: tuple[CloudRunEmulator, SlackEmulator], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
+def server(emulators: Emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield from _serve(emulators, tmp_path_factory.mktemp("fn"))
 
 
@@ -271,9 +274,7 @@ def test_unknown_service_is_acknowledged(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="module")
-def dry_run_server(
-    emulators: tuple[CloudRunEmulator, SlackEmulator], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
+def dry_run_server(emulators: Emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield from _serve(emulators, tmp_path_factory.mktemp("fn-dry"), ROLLBACK_DRY_RUN="true")
 
 

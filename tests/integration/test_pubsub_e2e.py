@@ -23,6 +23,7 @@ import pytest
 
 from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
+from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 
 pytestmark = pytest.mark.pubsub
@@ -78,10 +79,11 @@ def test_published_alert_is_pushed_to_the_function_and_rolls_back(
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator)
-    with CloudRunEmulator() as run, SlackEmulator() as slack:
+    with CloudRunEmulator() as run, SlackEmulator() as slack, MonitoringEmulator() as monitoring:
         seed_sample(run)
         port = free_port()
-        proc = start_function("handle_alert", port, function_env(run.url, slack.api_url), log_path=tmp_path / "fn.log")
+        env = function_env(run.url, slack.api_url, monitoring=monitoring.target)
+        proc = start_function("handle_alert", port, env, log_path=tmp_path / "fn.log")
         publisher = pubsub_v1.PublisherClient()
         subscriber = pubsub_v1.SubscriberClient()
         try:

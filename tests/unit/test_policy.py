@@ -581,6 +581,7 @@ def test_schema_describes_the_yaml() -> None:
         "triggers",
         "rollback",
         "canary",
+        "verification",
         "notify",
     ]
     error_rate = schema["$defs"]["ErrorRateTrigger"]["properties"]
