@@ -84,7 +84,8 @@ FailureStatus = Literal[401, 403, 503]
 class AuthFailure:
     """Why a request was refused.
 
-    ``status``: 401 (no or bad credentials), 403 (good credentials, not allowed), 503 (the check
+    ``status``: 401 (no or bad credentials), 403 (good credentials, not allowed: a genuine token
+    minted for another audience, or a principal not on the allow list), 503 (the check
     cannot be made: not configured, or certificates unavailable; retrying later may help).
     ``error``: a stable machine code, one of ``missing_token``, ``invalid_token``,
     ``expired_token``, ``wrong_audience``, ``forbidden_principal``, ``auth_not_configured``,
@@ -441,11 +442,13 @@ class IdTokenVerifier:
     What a token must be: three base64url segments; header ``alg`` exactly ``RS256`` (so ``none``
     and ``HS256``-with-the-public-cert forgeries never reach a key) and a ``kid`` naming one of the
     certificates at ``config.certs_url``; a valid RSA signature; ``iss`` ``accounts.google.com``
-    or ``https://accounts.google.com``; ``aud`` (a string) equal to ``config.audience``; numeric
-    ``exp`` and ``iat`` (and ``nbf`` if present) within :data:`CLOCK_SKEW_SECONDS` of ``clock()``;
-    ``email_verified`` the JSON boolean ``true`` (the string ``"true"`` is refused: Google's ID
-    tokens carry a boolean, and anything else is not a token Google signed in the documented form);
-    ``email`` a string with one ``@``; ``sub`` a non-empty string.
+    or ``https://accounts.google.com``; numeric ``exp`` and ``iat`` (and ``nbf`` if present) within
+    :data:`CLOCK_SKEW_SECONDS` of ``clock()``; ``email_verified`` the JSON boolean ``true`` (the
+    string ``"true"`` is refused: Google's ID tokens carry a boolean, and anything else is not a
+    token Google signed in the documented form); ``email`` a string with one ``@``; ``sub`` a
+    non-empty string. All of those answer 401. Then ``aud`` (a string) equal to ``config.audience``
+    (403 ``wrong_audience``: a genuine token minted for another service) and the email on the allow
+    list (403 ``forbidden_principal``).
 
     Certificates are fetched with ``fetch_certs`` (default :func:`fetch_certs_over_http`), cached
     for ``max-age`` clamped to [60 s, 1 h] (1 h if no ``max-age``), refetched once for an unknown
@@ -511,12 +514,6 @@ class IdTokenVerifier:
     def _check_claims(self, claims: Mapping[str, Any], audience: str) -> None:
         if claims.get("iss") not in GOOGLE_ISSUERS:
             raise _invalid("token was not issued by accounts.google.com")
-        if claims.get("aud") != audience:
-            raise AuthError.of(
-                401,
-                "wrong_audience",
-                f"token is for another audience; mint it with audience {audience}",
-            )
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
         if not (_is_number(exp) and _is_number(iat) and _is_number(nbf)):
             raise _invalid("token lacks numeric exp/iat claims")
@@ -533,6 +530,16 @@ class IdTokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise _invalid("token carries no subject")
+        # Checked last, on purpose: only a token that is otherwise genuine, current and about a
+        # verified email reaches this point, so "wrong audience" means "a real Google identity,
+        # minted for another service" -> 403 (authenticated, not authorized here), as the issue's
+        # contract says. Anything malformed, forged or expired was already answered 401.
+        if claims.get("aud") != audience:
+            raise AuthError.of(
+                403,
+                "wrong_audience",
+                f"token is for another audience; mint it with audience {audience}",
+            )
 
 
 # --------------------------------------------------------------------------- Slack

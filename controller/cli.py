@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from controller.alertpolicies import add_command as _add_alert_policies  # alert-policies
+from controller.cli_manual import register as _add_manual  # rollback, undo, hold, release, status
 from controller.policy import (
     Policy,
     PolicyLoadError,
@@ -169,7 +171,13 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.run(once=args.once, port=args.port)
 
 
-COMMANDS: list[Callable[[Subparsers], None]] = [_add_validate, _add_schema, _add_demo]
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    _add_validate,
+    _add_schema,
+    _add_demo,
+    _add_alert_policies,
+    _add_manual,
+]
 """Registrars, in the order ``--help`` lists them. Append new commands here."""
 
 

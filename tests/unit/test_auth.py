@@ -446,9 +446,29 @@ REFUSED: list[Any] = [
     pytest.param(token_with(iat=DROP), 401, "invalid_token", id="iat-missing"),
     pytest.param(token_with(exp=str(int(NOW) + 60)), 401, "invalid_token", id="exp-a-string"),
     pytest.param(token_with(exp=True), 401, "invalid_token", id="exp-a-boolean"),
-    pytest.param(token_with(aud="https://other.example/fn"), 401, "wrong_audience", id="wrong-aud"),
-    pytest.param(token_with(aud=[AUDIENCE]), 401, "wrong_audience", id="aud-as-list"),
-    pytest.param(token_with(aud=DROP), 401, "wrong_audience", id="aud-missing"),
+    # A genuine, current token minted for another service: authenticated, not authorized here (403).
+    pytest.param(token_with(aud="https://other.example/fn"), 403, "wrong_audience", id="wrong-aud"),
+    pytest.param(token_with(aud=[AUDIENCE]), 403, "wrong_audience", id="aud-as-list"),
+    pytest.param(token_with(aud=DROP), 403, "wrong_audience", id="aud-missing"),
+    # ...but the audience is checked last: anything else wrong with the token still answers 401.
+    pytest.param(
+        token_with(aud="https://other.example/fn", iat=int(NOW) - 7200, exp=int(NOW) - SKEW - 1),
+        401,
+        "expired_token",
+        id="wrong-aud-and-expired",
+    ),
+    pytest.param(
+        token_with(aud="https://other.example/fn", email_verified=False),
+        401,
+        "invalid_token",
+        id="wrong-aud-and-email-unverified",
+    ),
+    pytest.param(
+        lambda k: bearer(k.attacker.sign(claims(aud="https://other.example/fn"), kid=k.google.kid)),
+        401,
+        "invalid_token",
+        id="wrong-aud-and-forged",
+    ),
     pytest.param(token_with(iss="https://evil.example"), 401, "invalid_token", id="wrong-issuer"),
     pytest.param(
         token_with(iss="https://securetoken.google.com/demo"),

@@ -1,0 +1,299 @@
+"""Slack buttons on the controller's messages: "Undo" and "Hold" (and "Release" once held).
+
+Two halves:
+
+* **Building** (pure): :func:`action_blocks` and :func:`rollback_buttons` make the Block Kit
+  ``actions`` block. Each button's ``value`` carries the service coordinates compactly as
+  ``project/region/service`` (none of the three may contain ``/``; well under Slack's 2000
+  characters), so pressing it needs no other state.
+* **Handling** ``POST /slack/actions`` (:func:`handle_block_actions`): verify the Slack signature
+  on the *raw* body first (before anything parses the form), parse the ``block_actions``
+  payload, admit only allowed Slack users, perform the action through
+  :class:`controller.manual.ManualControl` as actor ``slack:<user id> (<name>)`` and replace the
+  original message (``chat.update``) with its outcome and the next buttons.
+
+Slack wants an HTTP 200 within 3 seconds. A traffic change is one read and one UpdateService
+(milliseconds on the emulator, well under a second on Cloud Run), so the action runs inline; the
+work is bounded instead of deferred: the ``ManualControl`` used here has short API and operation
+timeouts and few conflict retries (see ``controller.api``), and an update whose operation has not
+finished in time is reported as accepted-but-unconfirmed rather than waited for. Anything that
+refuses or fails answers 200 with an ephemeral text (also posted to the payload's ``response_url``,
+since Slack shows nothing from an interaction's HTTP body), never a silent error.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from controller.errors import ControllerError, ServiceNotFound
+from controller.messages import SlackMessage
+from controller.state import ServiceRef
+
+if TYPE_CHECKING:
+    from controller.auth import SlackVerifier
+    from controller.manual import ActionResult, ManualControl
+    from controller.slack import Notifier
+
+log = logging.getLogger("controller.slack_actions")
+
+BLOCK_ID: Final = "rollback_controller_actions"
+ACTION_UNDO: Final = "rollback_undo"
+ACTION_HOLD: Final = "rollback_hold"
+ACTION_RELEASE: Final = "rollback_release"
+MAX_VALUE_CHARS: Final = 2000  # Slack's limit on a button value
+SLACK_HOOKS_PREFIX: Final = "https://hooks.slack.com/"
+RESPONSE_URL_TIMEOUT: Final = 2.0  # seconds; we are inside Slack's 3 s budget
+MAX_BLOCKS: Final = 50  # Slack's limit per message
+
+
+# --------------------------------------------------------------------------- building
+
+
+def button_value(ref: ServiceRef) -> str:
+    value = f"{ref.project}/{ref.region}/{ref.service}"
+    if len(value) > MAX_VALUE_CHARS:  # cannot happen with real Cloud Run names; never send a broken button
+        raise ValueError(f"service coordinates too long for a Slack button: {len(value)} chars")
+    return value
+
+
+def parse_button_value(value: str) -> ServiceRef:
+    """``project/region/service`` → ServiceRef; raises ValueError for anything else."""
+    parts = value.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError("button value is not project/region/service")
+    project, region, service = parts
+    return ServiceRef(project=project, region=region, service=service)
+
+
+def _button(action_id: str, text: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": text, "emoji": True},
+        "value": value,
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def action_blocks(
+    ref: ServiceRef, *, undo: bool = True, hold: bool = True, release: bool = False
+) -> list[dict[str, Any]]:
+    """The ``actions`` block with the requested buttons, as a list (empty when no button is wanted)."""
+    value = button_value(ref)
+    elements: list[dict[str, Any]] = []
+    if undo:
+        confirmed = _button(ACTION_UNDO, "Undo", value, "danger")
+        # A production traffic change deserves a second click.
+        confirmed["confirm"] = {
+            "title": {"type": "plain_text", "text": "Undo the last action?"},
+            "text": {
+                "type": "mrkdwn",
+                "text": f"Traffic of *{ref.service}* goes back to exactly what it was before the last action.",
+            },
+            "confirm": {"type": "plain_text", "text": "Undo"},
+            "deny": {"type": "plain_text", "text": "Cancel"},
+        }
+        elements.append(confirmed)
+    if hold:
+        elements.append(_button(ACTION_HOLD, "Hold", value))
+    if release:
+        elements.append(_button(ACTION_RELEASE, "Release hold", value, "primary"))
+    if not elements:
+        return []
+    return [{"type": "actions", "block_id": BLOCK_ID, "elements": elements}]
+
+
+def rollback_buttons(ref: ServiceRef) -> dict[str, Any]:
+    """The "Undo" + "Hold" actions block for a rollback message (append it to the message's blocks)."""
+    return action_blocks(ref, undo=True, hold=True)[0]
+
+
+# --------------------------------------------------------------------------- payload
+
+
+class _Lenient(BaseModel):
+    # Slack adds payload fields over time; we read the few we need and ignore the rest (this is
+    # Slack's document, not our API, so unknown fields are not an error here).
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class SlackUser(_Lenient):
+    id: str = Field(min_length=1, max_length=64)
+    username: str = ""
+    name: str = ""
+
+
+class SlackContainer(_Lenient):
+    type: str = ""
+    message_ts: str = ""
+    channel_id: str = ""
+
+
+class SlackChannel(_Lenient):
+    id: str = ""
+
+
+class SlackAction(_Lenient):
+    action_id: str
+    block_id: str = ""
+    value: str = Field(default="", max_length=MAX_VALUE_CHARS)
+
+
+class SlackPostedMessage(_Lenient):
+    text: str = ""
+    blocks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class BlockActions(_Lenient):
+    type: str
+    user: SlackUser
+    container: SlackContainer = SlackContainer()
+    channel: SlackChannel | None = None
+    message: SlackPostedMessage | None = None
+    response_url: str = ""
+    actions: list[SlackAction] = Field(min_length=1)
+
+
+def parse_payload(body: bytes) -> BlockActions:
+    """``payload=<url-encoded JSON>`` → BlockActions; raises ValueError naming what is wrong."""
+    try:
+        form = urllib.parse.parse_qs(body.decode("utf-8"), strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("body is not a form (expected payload=<JSON>)") from None
+    values = form.get("payload")
+    if not values or len(values) != 1:
+        raise ValueError("body has no single payload field")
+    try:
+        return BlockActions.model_validate_json(values[0])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise ValueError(f"payload.{where}: {first['msg']}") from None
+
+
+def actor_of(user: SlackUser) -> str:
+    name = user.name or user.username
+    return f"slack:{user.id}" + (f" ({name})" if name else "")
+
+
+# --------------------------------------------------------------------------- handling
+
+
+class SlackActionHandler:
+    """Performs button presses; built once per process by ``controller.api``."""
+
+    def __init__(
+        self,
+        verifier: SlackVerifier,
+        control: ManualControl,
+        notifier: Notifier,
+        *,
+        slack_api_url: str | None = None,
+    ) -> None:
+        self._verifier = verifier
+        self._control = control
+        self._notifier = notifier
+        self._response_prefixes = [SLACK_HOOKS_PREFIX]
+        if slack_api_url:
+            # A local Slack emulator (ROLLBACK_SLACK_API_URL) also serves response URLs.
+            parts = urllib.parse.urlsplit(slack_api_url)
+            self._response_prefixes.append(f"{parts.scheme}://{parts.netloc}/")
+
+    def handle(self, body: bytes, headers: Mapping[str, str]) -> tuple[dict[str, Any], int]:
+        """Answer one interaction request. Raises ``AuthError`` for signature and user refusals."""
+        self._verifier.verify(body, headers)  # on the raw bytes, before any parsing
+        try:
+            payload = parse_payload(body)
+        except ValueError as exc:
+            return {
+                "error": "invalid_request",
+                "message": str(exc),
+                "fields": [{"field": "payload", "message": str(exc)}],
+            }, 422
+        self._verifier.check_user(payload.user.id)
+        if payload.type != "block_actions":
+            return self._ephemeral(payload, f"interaction type {payload.type!r} is not handled"), 200
+        action = payload.actions[0]  # Slack sends one action per button press
+        kind = {ACTION_UNDO: "undo", ACTION_HOLD: "hold", ACTION_RELEASE: "release"}.get(action.action_id)
+        if kind is None:
+            return self._ephemeral(payload, f"unknown button {action.action_id!r}"), 200
+        try:
+            ref = parse_button_value(action.value)
+        except ValueError as exc:
+            return self._ephemeral(payload, f"cannot tell which service this button is for: {exc}"), 200
+        return self._perform(payload, kind, ref)
+
+    def _perform(self, payload: BlockActions, kind: str, ref: ServiceRef) -> tuple[dict[str, Any], int]:
+        from controller.manual import Refused, result_json
+
+        actor = actor_of(payload.user)
+        reason = "pressed in Slack"
+        try:
+            if kind == "undo":
+                result = self._control.undo(ref, actor=actor, reason=reason, notify=False)
+            elif kind == "hold":
+                result = self._control.hold(ref, actor=actor, reason=reason, notify=False)
+            else:
+                result = self._control.release(ref, actor=actor, reason=reason, notify=False)
+        except Refused as exc:
+            text = f":no_entry: {kind} refused for {ref.service} ({exc.refusal.guard}): {exc.refusal.message}"
+            return self._ephemeral(payload, text, error=exc.refusal.guard), 200
+        except ServiceNotFound:
+            return self._ephemeral(payload, f":no_entry: service {ref} not found", error="service_not_found"), 200
+        except ControllerError as exc:
+            text = f":warning: {kind} of {ref.service} failed: {exc}; check the service before retrying"
+            return self._ephemeral(payload, text, error="failed"), 200
+        updated = self._update_message(payload, result)
+        return {"ok": True, "slack_updated": updated, **result_json(result)}, 200
+
+    def _update_message(self, payload: BlockActions, result: ActionResult) -> bool:
+        from controller.manual import describe_traffic, render_action
+
+        channel = payload.container.channel_id or (payload.channel.id if payload.channel else "")
+        ts = payload.container.message_ts
+        outcome = render_action(result)
+        if not channel or not ts or payload.message is None:
+            # Not a button on a message (or Slack left the message out): say it in a new one.
+            return self._notifier.post(outcome)
+        kept = [b for b in payload.message.blocks if b.get("block_id") != BLOCK_ID]
+        who = f"<@{payload.user.id}>"
+        verb = {"undo": "Undone", "hold": "Held", "release": "Hold released"}[result.action]
+        if not result.changed:
+            verb = f"{verb.split()[0]} (nothing to change)"
+        line = f"*{verb}* by {who}: {result.message}. Traffic now: {describe_traffic(result.traffic)}"
+        held = result.hold is not None
+        buttons = action_blocks(result.service, undo=False, hold=not held, release=held)
+        tail: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": line[:2900]}},
+            *buttons,
+        ]
+        blocks = kept[: MAX_BLOCKS - len(tail)] + tail
+        text = f"{payload.message.text} — {verb} by {actor_of(payload.user)}"[:3000]
+        return self._notifier.update(channel, ts, SlackMessage(text=text, blocks=tuple(blocks), channel=channel))
+
+    def _ephemeral(self, payload: BlockActions, text: str, *, error: str = "refused") -> dict[str, Any]:
+        """Tell only the presser: via response_url (Slack ignores an interaction's HTTP body) and in the body."""
+        log.info("slack action not performed", extra={"fields": {"slack_user": payload.user.id, "error": error}})
+        answer = {"response_type": "ephemeral", "replace_original": False, "text": text}
+        url = payload.response_url
+        if url and any(url.startswith(prefix) for prefix in self._response_prefixes):
+            self._post_response_url(url, answer)
+        return {"ok": False, "error": error, **answer}
+
+    def _post_response_url(self, url: str, answer: dict[str, Any]) -> None:
+        from slack_sdk.webhook import WebhookClient
+
+        try:
+            response = WebhookClient(url, timeout=int(RESPONSE_URL_TIMEOUT)).send_dict(answer)
+        except Exception as exc:  # never let Slack's side turn a refusal into a 500
+            log.warning("slack: response_url post failed", extra={"fields": {"slack_error": type(exc).__name__}})
+            return
+        if response.status_code != 200:
+            log.warning("slack: response_url refused", extra={"fields": {"slack_status": response.status_code}})
