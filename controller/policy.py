@@ -238,6 +238,22 @@ class Canary(StrictModel):
     max_latency_ratio: float = Field(
         default=1.25, gt=0, description="candidate p95 may be at most this multiple of stable's"
     )
+    inconclusive_timeout: Duration = Field(
+        default=timedelta(minutes=30),
+        description="a step still without enough data this long after it should have ended times out",
+    )
+    on_timeout: Literal["rollback", "notify"] = Field(
+        default="notify",
+        description="what a timed-out step does: roll the candidate back, or hold and tell Slack once",
+    )
+    require_approval: bool = Field(
+        default=False,
+        description="wait for a human (Slack 'Promote' button, or POST /canary/approve) before the last step",
+    )
+    watch: Duration = Field(
+        default=timedelta(minutes=30),
+        description="after 100%, the old stable stays the alert path's last-good target this long",
+    )
 
     @field_validator("steps")
     @classmethod
