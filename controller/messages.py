@@ -38,6 +38,7 @@ class SlackMessage(Frozen):
     text: str
     blocks: tuple[dict[str, Any], ...]
     channel: str | None = None
+    thread_ts: str | None = None  # set on messages that were posted as replies (for tests and logs)
 
 
 def _pct(value: float) -> str:

@@ -26,6 +26,10 @@ class Notifier(Protocol):
         """Replace a message the app posted earlier (Slack buttons update the message they sit on)."""
         ...
 
+    def post_in_thread(self, message: SlackMessage, thread_ts: str | None) -> str | None:
+        """Post (as a reply when ``thread_ts`` is given); the new message's ts, or None if unknown."""
+        ...
+
 
 class LogOnlyNotifier:
     """Used when no Slack destination is configured: the decision is still in the logs."""
@@ -36,6 +40,10 @@ class LogOnlyNotifier:
 
     def update(self, channel: str, ts: str, message: SlackMessage) -> bool:
         return self.post(message)
+
+    def post_in_thread(self, message: SlackMessage, thread_ts: str | None) -> str | None:
+        self.post(message)
+        return None
 
 
 def _retry_after(headers: Any) -> float:
@@ -82,19 +90,28 @@ class WebApiNotifier:
         self._default_channel = default_channel
 
     def post(self, message: SlackMessage) -> bool:
+        return self._send(message, None) is not None
+
+    def post_in_thread(self, message: SlackMessage, thread_ts: str | None) -> str | None:
+        return self._send(message, thread_ts)
+
+    def _send(self, message: SlackMessage, thread_ts: str | None) -> str | None:
         channel = message.channel or self._default_channel
         if not channel:
             log.error("slack: no channel (set SLACK_CHANNEL or the policy's notify.slack_channel)")
-            return False
+            return None
+        kwargs: dict[str, Any] = {"channel": channel, "text": message.text, "blocks": list(message.blocks)}
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
         try:
-            self._client.chat_postMessage(channel=channel, text=message.text, blocks=list(message.blocks))
+            response = self._client.chat_postMessage(**kwargs)
         except Exception as exc:
             log.error(
                 "slack: chat.postMessage failed; the decision stands",
                 extra={"fields": {"slack_error": _describe(exc), "slack_channel": channel}},
             )
-            return False
-        return True
+            return None
+        return str(response.get("ts") or "")
 
     def update(self, channel: str, ts: str, message: SlackMessage) -> bool:
         try:
@@ -138,6 +155,11 @@ class WebhookNotifier:
     def update(self, channel: str, ts: str, message: SlackMessage) -> bool:
         """A webhook cannot edit what it posted: post the new state as a new message instead."""
         return self.post(message)
+
+    def post_in_thread(self, message: SlackMessage, thread_ts: str | None) -> str | None:
+        """A webhook cannot thread or tell the ts: each message stands alone."""
+        self.post(message)
+        return None
 
 
 def _describe(exc: Exception) -> str:

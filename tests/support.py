@@ -134,3 +134,7 @@ class RecordingNotifier:
     def update(self, channel: str, ts: str, message: SlackMessage) -> bool:
         self.updates.append((channel, ts, message))
         return not self.fail
+
+    def post_in_thread(self, message: SlackMessage, thread_ts: str | None) -> str | None:
+        self.messages.append(message.model_copy(update={"thread_ts": thread_ts}) if thread_ts else message)
+        return None if self.fail else f"{len(self.messages)}.000"
