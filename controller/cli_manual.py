@@ -51,7 +51,7 @@ def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser(
         "rollback",
         help="move 100%% of a service's traffic back now (quarantines the revision moved away from)",
-        description="Roll back a service now: 100%% of traffic to --to, or to the revision the controller "
+        description="Roll back a service now: 100% of traffic to --to, or to the revision the controller "
         "would choose (last good, else the newest Ready, non-quarantined older revision). The revision "
         "moved away from is quarantined. Same guards as the HTTP API.",
     )

@@ -285,7 +285,16 @@ class Controller:
         extra: str = "",
     ) -> bool:
         channel = policy.notify.slack_channel if policy else None
-        message = render(decision, alert, policy, channel=channel, header=header, extra=extra)
+        actions: tuple[dict[str, Any], ...] = ()
+        if decision.service is not None and decision.reason in (Reason.ROLLED_BACK, Reason.HELD):
+            # On-call can undo or pin straight from the message (see controller/slack_actions.py).
+            from controller.slack_actions import action_blocks
+
+            rolled_back = decision.reason is Reason.ROLLED_BACK
+            actions = tuple(
+                action_blocks(decision.service, undo=rolled_back, hold=rolled_back, release=not rolled_back)
+            )
+        message = render(decision, alert, policy, channel=channel, header=header, extra=extra, actions=actions)
         return self.notifier.post(message)
 
     def _log(

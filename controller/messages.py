@@ -87,6 +87,7 @@ def render(
     channel: str | None = None,
     header: str | None = None,
     extra: str = "",
+    actions: tuple[dict[str, Any], ...] = (),
 ) -> SlackMessage:
     ref = decision.service
     name = ref.service if ref else (alert.service or "unknown service")
@@ -127,6 +128,7 @@ def render(
         links.append(f"<{console_url(ref.project, ref.region, ref.service)}|Cloud Run console>")
     context = " · ".join([*links, f"policy `{decision.policy or 'none'}`", f"reason `{decision.reason.value}`"])
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:2900]}]})
+    blocks.extend(actions)
     # The plain text is what phones and screen readers show; it must stand on its own.
     text = f"{head}: {decision.message}"
     return SlackMessage(text=text[:3000], blocks=tuple(blocks), channel=channel)

@@ -27,6 +27,7 @@ from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 from controller.ledger import Ledger, write_ledger
+from controller.slack_actions import ACTION_HOLD, ACTION_UNDO
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 INCIDENT = json.loads((DATA / "incident-5xx-open.json").read_text())
@@ -154,6 +155,10 @@ def test_open_incident_rolls_back_to_previous_ready_revision(stack: Stack) -> No
     assert SUSPECT in json.dumps(message["blocks"])
     assert PREVIOUS in json.dumps(message["blocks"])
     assert "18.3%" in json.dumps(message["blocks"])  # the alert's observed value, with the threshold
+    # On-call can undo or hold from the message itself (handled by POST /slack/actions).
+    [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == [ACTION_UNDO, ACTION_HOLD]
+    assert {e["value"] for e in actions["elements"]} == {f"{PROJECT}/{REGION}/{SERVICE}"}
     annotations = stack.annotations()
     assert SUSPECT in annotations["rollback-controller/quarantined"]
     assert annotations["rollback-controller/last-good"] == PREVIOUS
