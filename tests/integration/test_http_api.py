@@ -25,11 +25,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-from google.auth import crypt, jwt
+from tokens import make_key
 
 from controller.api import MAX_BODY_BYTES, ROUTES
 from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
@@ -50,38 +46,6 @@ PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 # --------------------------------------------------------------------------- keys and certificates
-
-
-@dataclass(frozen=True)
-class Key:
-    kid: str
-    private_pem: bytes
-    cert_pem: str
-
-    def sign(self, claims: dict[str, Any], *, kid: str | None = None) -> str:
-        signer = crypt.RSASigner.from_string(self.private_pem)  # type: ignore[no-untyped-call]
-        token: bytes = jwt.encode(signer, claims, key_id=kid or self.kid)  # type: ignore[no-untyped-call]
-        return token.decode("ascii")
-
-
-def make_key(kid: str) -> Key:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return Key(kid, private, cert.public_bytes(serialization.Encoding.PEM).decode("ascii"))
 
 
 GOOGLE_KEY = make_key("local-google-1")

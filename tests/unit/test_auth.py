@@ -10,7 +10,6 @@ captured block_actions request (copied from the project's wire notes, 05-slack.m
 from __future__ import annotations
 
 import base64
-import datetime
 import functools
 import hashlib
 import hmac
@@ -25,14 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
-from google.auth import crypt, jwt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from tokens import SigningKey, make_key
 
 from controller.auth import (
     CERTS_MIN_REFETCH_INTERVAL_SECONDS,
@@ -59,46 +54,6 @@ DROP = object()  # a claim override that removes the claim
 
 
 # --------------------------------------------------------------------------- keys and tokens
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    kid: str
-    private_pem: bytes
-    cert_pem: str
-
-    def sign(self, claims: dict[str, Any], *, kid: str | None = None) -> str:
-        """RS256 JWT over ``claims`` with header kid ``kid`` (default: this key's; "" = none)."""
-        signer = crypt.RSASigner.from_string(self.private_pem)  # type: ignore[no-untyped-call]
-        header_kid = self.kid if kid is None else (kid or None)
-        token: bytes = jwt.encode(signer, claims, key_id=header_kid)  # type: ignore[no-untyped-call]
-        return token.decode("ascii")
-
-
-def make_key(kid: str) -> SigningKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return SigningKey(
-        kid=kid,
-        private_pem=private_pem,
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-    )
 
 
 @dataclass(frozen=True)
