@@ -57,6 +57,9 @@ class Reason(StrEnum):
     NOT_CONFIRMED = "not-confirmed"
     TARGET_ALSO_FAILING = "target-also-failing"
     UNVERIFIED = "unverified"
+    # Not a decision of decide(): the engine reports a rollback that the API accepted but
+    # could not complete (e.g. the target stopped being Ready in between).
+    ROLLBACK_FAILED = "rollback-failed"
 
 
 # Outcomes a human should hear about even though traffic did not change.
@@ -74,6 +77,7 @@ NOTIFY_REASONS = frozenset(
         Reason.NOT_CONFIRMED,
         Reason.TARGET_ALSO_FAILING,
         Reason.UNVERIFIED,
+        Reason.ROLLBACK_FAILED,
     }
 )
 

@@ -129,7 +129,7 @@ class Controller:
     ) -> Outcome:
         started = time.perf_counter() if started is None else started
         policy: Policy | None = None
-        decision: Decision | None = None
+        ref: ServiceRef | None = None
         attempts = 0
         try:
             if alert.is_test:
@@ -143,7 +143,7 @@ class Controller:
         except OperationFailed as exc:
             # The API accepted the write but could not complete it: tell humans loudly, and do
             # not retry blindly (the same write would fail the same way).
-            return self._fail(alert, policy, delivery, started, str(exc), attempts, notify_failure=True)
+            return self._fail(alert, policy, delivery, started, str(exc), attempts, failed_on=ref)
         except PermanentError as exc:
             return self._fail(alert, policy, delivery, started, str(exc), attempts)
         except TemporaryError as exc:
@@ -243,13 +243,14 @@ class Controller:
         attempts: int,
         *,
         temporary: bool = False,
-        notify_failure: bool = False,
+        failed_on: ServiceRef | None = None,
     ) -> Outcome:
         notified = False
-        if notify_failure:
+        if failed_on is not None:
             failed = Decision(
-                reason=Reason.NO_TARGET,
+                reason=Reason.ROLLBACK_FAILED,
                 message=error,
+                service=failed_on,
                 policy=policy.name if policy else "",
                 trigger=alert.trigger,
             )

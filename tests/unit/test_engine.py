@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,11 +12,13 @@ from cloudevents.http import CloudEvent
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, alert, rev, state
 
 from controller import logs
+from controller.cloudrun import Applied, OperationFailed
 from controller.decide import Reason
 from controller.engine import Controller
 from controller.errors import ConflictError, TemporaryError
 from controller.policy import load_policies
 from controller.settings import Settings
+from controller.state import ServiceState, TrafficTarget
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DATA = ROOT / "tests" / "data"
@@ -185,3 +188,23 @@ def test_dry_run_flag_parsing(raw: str, expected: bool) -> None:
 def test_dry_run_flag_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="ROLLBACK_DRY_RUN"):
         Settings.from_env({"ROLLBACK_DRY_RUN": "maybe"})
+
+
+class _FailingOperation(InMemoryCloudRun):
+    def update(
+        self, state: ServiceState, traffic: tuple[TrafficTarget, ...], annotations: Mapping[str, str]
+    ) -> Applied:
+        raise OperationFailed("update of demo-proj/us-central1/checkout failed: revision not Ready")
+
+
+def test_failed_operation_is_told_loudly_and_acknowledged(capsys: pytest.CaptureFixture[str]) -> None:
+    notes = RecordingNotifier()
+    ctl = Controller(
+        Settings(), _FailingOperation(state(REVS)), notes, policies=load_policies(ROOT / "policies"), clock=lambda: T0
+    )
+    outcome = ctl.handle_alert(alert())  # returns: redelivery would fail the same way
+    assert "revision not Ready" in outcome.error
+    [message] = notes.messages
+    assert message.text.startswith(":rotating_light: Rollback of checkout FAILED")
+    assert "reason `rollback-failed`" in str(message.blocks)
+    assert log_lines(capsys)[-1]["severity"] == "ERROR"
