@@ -17,10 +17,12 @@ from types import FrameType
 from typing import Any
 
 from controller.emulator.cloudrun import CloudRunEmulator, PatchRecord, seed_sample
+from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 
 DEFAULT_RUN_PORT = 8181
 DEFAULT_SLACK_PORT = 8182
+DEFAULT_MONITORING_PORT = 8183
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -30,6 +32,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--run-port", type=int, default=DEFAULT_RUN_PORT, help="Cloud Run port (0 = any free)")
     parser.add_argument("--slack-port", type=int, default=DEFAULT_SLACK_PORT, help="Slack port (0 = any free)")
+    parser.add_argument(
+        "--monitoring-port", type=int, default=DEFAULT_MONITORING_PORT, help="Cloud Monitoring gRPC port (0 = any free)"
+    )
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="fill Monitoring with ten minutes of traffic in which the sample's newest revision answers 18%% 5xx",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
         "--operation-polls",
@@ -78,16 +88,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run = CloudRunEmulator(args.host, args.run_port, operation_polls=args.operation_polls)
     slack = SlackEmulator(args.host, args.slack_port)
+    monitoring = MonitoringEmulator(args.host, args.monitoring_port)
     run.after_patch = _print_patch
     slack.on_message = _print_message
-    with run, slack:
+    with run, slack, monitoring:
         name = seed_sample(run)
+        if args.simulate:
+            from controller.demo import simulate_bad_release
+
+            simulate_bad_release(run, monitoring)
         print(
             f"Cloud Run Admin API v2 emulator: {run.url}  (seeded {name})\n"
+            f"Cloud Monitoring emulator (gRPC): {monitoring.target}"
+            + ("  (10 simulated minutes of traffic)" if args.simulate else "")
+            + "\n"
             f"Slack emulator: API {slack.api_url}  webhook {slack.webhook_url}\n"
             "\n"
             "Point the controller at them:\n"
             f"  export ROLLBACK_RUN_ENDPOINT={run.url}\n"
+            f"  export ROLLBACK_MONITORING_ENDPOINT={monitoring.target}\n"
             f"  export ROLLBACK_SLACK_API_URL={slack.api_url}\n"
             "  export SLACK_BOT_TOKEN=xoxb-local-emulator SLACK_CHANNEL=C0DEPLOYS\n"
             f"  # or: export SLACK_WEBHOOK_URL={slack.webhook_url}\n"
