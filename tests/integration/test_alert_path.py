@@ -8,7 +8,6 @@ Run, what traffic the service has now, what Slack received.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
 import json
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from deliveries import cloud_event
 
 from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
@@ -54,33 +54,6 @@ def incident(**changes: Any) -> dict[str, Any]:
     doc: dict[str, Any] = copy.deepcopy(INCIDENT)
     doc["incident"].update(changes)
     return doc
-
-
-_ids = iter(range(10_000_000, 20_000_000))
-
-
-def cloud_event(doc: dict[str, Any] | bytes) -> tuple[dict[str, str], bytes]:
-    """A binary-mode CloudEvent exactly as Eventarc delivers a Pub/Sub message (new id each time)."""
-    raw = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    msg_id = str(next(_ids))
-    headers = {
-        "Content-Type": "application/json; charset=utf-8",
-        "ce-specversion": "1.0",
-        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
-        "ce-source": f"//pubsub.googleapis.com/projects/{PROJECT}/topics/monitoring-alerts",
-        "ce-id": msg_id,
-        "ce-time": "2024-06-01T12:06:03.512Z",
-    }
-    body = {
-        "message": {
-            "data": base64.b64encode(raw).decode(),
-            "messageId": msg_id,
-            "publishTime": "2024-06-01T12:06:03.512Z",
-            "attributes": {},
-        },
-        "subscription": f"projects/{PROJECT}/subscriptions/eventarc-sub",
-    }
-    return headers, json.dumps(body).encode()
 
 
 class Stack:

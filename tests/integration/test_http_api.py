@@ -8,7 +8,6 @@ alert, and a manual rollback racing an alert-triggered one.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
 import inspect
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from deliveries import cloud_event
 from tokens import make_key
 
 from controller.api import MAX_BODY_BYTES, ROUTES
@@ -116,25 +116,6 @@ def seed(emu: CloudRunEmulator, annotations: dict[str, str] | None = None) -> No
         ],
         annotations=annotations,
     )
-
-
-_ids = iter(range(30_000_000, 40_000_000))
-
-
-def cloud_event(doc: dict[str, Any]) -> tuple[dict[str, str], bytes]:
-    """A binary-mode CloudEvent as Eventarc delivers a Pub/Sub message (a new id each time)."""
-    msg_id = str(next(_ids))
-    headers = {
-        "Content-Type": "application/json; charset=utf-8",
-        "ce-specversion": "1.0",
-        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
-        "ce-source": f"//pubsub.googleapis.com/projects/{PROJECT}/topics/monitoring-alerts",
-        "ce-id": msg_id,
-        "ce-time": "2024-06-01T12:06:03.512Z",
-    }
-    message = {"data": base64.b64encode(json.dumps(doc).encode()).decode(), "messageId": msg_id, "attributes": {}}
-    body = {"message": message, "subscription": f"projects/{PROJECT}/subscriptions/eventarc-sub"}
-    return headers, json.dumps(body).encode()
 
 
 @dataclass
