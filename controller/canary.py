@@ -258,13 +258,17 @@ def window(cs: CanaryState, cfg: Canary, now: datetime) -> tuple[datetime, datet
 
 
 def _record(ledger: Ledger, kind: str, reason: str, state: ServiceState, cs: CanaryState, now: datetime) -> Ledger:
+    # from → to names the direction traffic moved, as every other action does: a step moves it
+    # towards the candidate, a rollback away from it. Undo relies on this: it lifts the quarantine
+    # of the action's from_revision, i.e. the candidate a canary rollback quarantined.
+    rollback = kind == "rollback"
     action = Action(
-        kind="canary-rollback" if kind == "rollback" else "canary-step",
+        kind="canary-rollback" if rollback else "canary-step",
         at=now,
         actor=ACTOR,
         reason=reason,
-        from_revision=cs.stable,
-        to_revision=cs.candidate,
+        from_revision=cs.candidate if rollback else cs.stable,
+        to_revision=cs.stable if rollback else cs.candidate,
         before=state.traffic,
     )
     # Canary steps are planned changes, not emergency rollbacks: they do not spend the daily budget.

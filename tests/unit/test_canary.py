@@ -24,6 +24,7 @@ from controller.canary import (
 )
 from controller.decide import Reason, decide
 from controller.ledger import Hold, Ledger
+from controller.manual import plan_undo
 from controller.policy import Canary, Policy
 from controller.state import ServiceState
 
@@ -174,6 +175,21 @@ def test_rollback_quarantines_and_ends_the_canary() -> None:
     assert d.ledger_after.canary is None
     assert d.ledger_after.last_good == STABLE
     assert d.ledger_after.actions == ()  # a canary rollback does not spend the alert path's daily budget
+
+
+def test_undo_of_a_canary_rollback_lifts_the_candidates_quarantine() -> None:
+    # The rollback is recorded like every other: from the revision moved away from (and
+    # quarantined) to the one that took the traffic, so undo knows which quarantine to lift.
+    before = split_state(25)
+    d = tick(before, running(step=1), POLICY, T0, FAIL)
+    assert d.ledger_after is not None and d.ledger_after.last_action is not None
+    last = d.ledger_after.last_action
+    assert (last.kind, last.from_revision, last.to_revision) == ("canary-rollback", CANDIDATE, STABLE)
+    rolled_back = state(REVS, list(d.traffic_after))
+    undone = plan_undo(rolled_back, d.ledger_after, actor="alice", reason="", now=T0 + timedelta(minutes=1))
+    assert undone.ledger_after is not None
+    assert not undone.ledger_after.is_quarantined(CANDIDATE)
+    assert undone.traffic_after == before.traffic
 
 
 def test_timeout_can_roll_back_when_the_policy_says_so() -> None:
