@@ -1,4 +1,4 @@
-"""HTTP routes of ``handle_http``: manual control (rollback, undo, hold, status) and Slack buttons.
+"""HTTP routes of ``handle_http``: manual control (rollback, undo, hold, status), canary gating and Slack buttons.
 
 JSON in, JSON out. Every route but ``/healthz`` (and ``/``) and ``/slack/actions`` requires a
 Google-signed ID token of an allowed principal (``controller.auth``); ``/slack/actions`` is
@@ -15,6 +15,12 @@ POST /undo         restore the traffic before the last      {project?, region, s
 POST /hold         automation never changes the service     {project?, region, service, reason?}
 DELETE /hold       lift the hold                            query and/or body: coordinates, reason?
 GET /status        traffic, revisions, ledger               ?project=&region=&service=
+POST /canary/tick  advance canaries one step (Cloud          body and/or query: {project?,
+                   Scheduler); one service or all            region?, service?}
+POST /canary/gate  tick, then CI's verdict: pass | fail |    query and/or body: {project?, region,
+                   inconclusive, with the evidence           service, revision?}
+GET /canary/status the canary state in the ledger           ?project=&region=&service=
+POST /canary/...   approve the promotion to 100%            {project?, region, service, candidate?}
 POST /slack/...    Slack interactivity (block_actions)      payload=<JSON> (form), signed
 =================  ======================================  ===================================
 
@@ -47,6 +53,7 @@ from controller import __version__
 
 if TYPE_CHECKING:
     from controller.auth import IdTokenVerifier
+    from controller.canary_control import CanaryControl
     from controller.manual import ManualControl
     from controller.slack_actions import SlackActionHandler
 
@@ -58,6 +65,7 @@ MAX_BODY_BYTES: Final = 64 * 1024
 SLACK_API_TIMEOUT: Final = 1.0  # seconds per Cloud Run call on the Slack path (Slack waits 3 s in all)
 SLACK_OPERATION_TIMEOUT: Final = 1.0  # then the change is reported as accepted-but-unconfirmed
 SLACK_CONFLICT_RETRIES: Final = 2
+SLACK_MONITORING_DEADLINE: Final = 0.8  # seconds for the Promote button's evidence
 
 Reply = tuple[dict[str, Any], int, dict[str, str]]
 
@@ -70,6 +78,10 @@ ROUTES: Final[dict[str, dict[str, str]]] = {
     "/hold": {"POST": "hold", "DELETE": "release"},
     "/status": {"GET": "status"},
     "/slack/actions": {"POST": "slack_actions"},
+    "/canary/tick": {"POST": "canary_tick"},
+    "/canary/gate": {"POST": "canary_gate"},
+    "/canary/status": {"GET": "canary_status"},
+    "/canary/approve": {"POST": "canary_approve"},
 }
 UNAUTHENTICATED: Final = frozenset({"healthz", "slack_actions"})  # the latter is verified by Slack's signature
 
@@ -78,6 +90,7 @@ UNAUTHENTICATED: Final = frozenset({"healthz", "slack_actions"})  # the latter i
 
 _NAME = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # Cloud Run service / revision ids, regions
 _PROJECT = r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$"  # project ids (incl. domain-scoped example.com:proj)
+_NAME_OR_EMPTY = r"^(?:[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)?$"  # an optional revision name
 
 
 class _Strict(BaseModel):
@@ -110,6 +123,22 @@ class HoldRequest(Coordinates):
 
 class StatusQuery(Coordinates):
     pass
+
+
+class CanaryTickRequest(_Strict):
+    """All services with a canary policy (in the project's ROLLBACK_REGIONS, or ``region``), or one."""
+
+    project: str | None = Field(default=None, pattern=_PROJECT)
+    region: str | None = Field(default=None, pattern=_NAME)
+    service: str | None = Field(default=None, pattern=_NAME)
+
+
+class CanaryGateRequest(Coordinates):
+    revision: str = Field(default="", pattern=_NAME_OR_EMPTY)
+
+
+class CanaryApproveRequest(Coordinates):
+    candidate: str = Field(default="", pattern=_NAME_OR_EMPTY)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -212,8 +241,10 @@ class Api:
         *,
         default_project: str | None,
         config_error: str = "",
+        canary: CanaryControl | None = None,
     ) -> None:
         self.control = control
+        self.canary = canary
         self.id_tokens = id_tokens
         self.slack = slack
         self.default_project = default_project
@@ -257,12 +288,15 @@ class Api:
 
     def _run(self, action: Callable[[], Any]) -> Any:
         """Run a ManualControl call, mapping the controller's errors to HTTP answers."""
+        from controller.canary_control import NoCanaryPolicy
         from controller.cloudrun import OperationFailed
         from controller.errors import ConflictError, PermanentError, ServiceNotFound, TemporaryError
         from controller.manual import Refused, traffic_json
 
         try:
             return action()
+        except NoCanaryPolicy as exc:
+            raise HttpError(409, "no_canary_policy", str(exc)) from None
         except Refused as exc:
             raise HttpError(
                 409,
@@ -336,6 +370,64 @@ class Api:
         ref = self._ref(_validate(StatusQuery, _query_dict(req.query)))
         return status_json(self._run(lambda: self.control.status(ref)))
 
+    # -- canary -------------------------------------------------------------------------------
+    def _canary_control(self) -> CanaryControl:
+        if self.canary is None:
+            raise HttpError(503, "not_configured", "canary control is not configured in this process")
+        return self.canary
+
+    def _merged(self, req: Incoming) -> dict[str, Any]:
+        """Query and body together (a scheduler or CI may send either); they must agree."""
+        query, body = _query_dict(req.query), _parse_json_object(req.body())
+        clashes = [k for k in query.keys() & body.keys() if query[k] != body[k]]
+        if clashes:
+            raise _invalid([{"field": k, "message": "query and body disagree"} for k in sorted(clashes)])
+        return {**query, **body}
+
+    def _canary_tick(self, req: Incoming, actor: str) -> dict[str, Any]:
+        from controller.canary_control import report_json
+
+        control = self._canary_control()
+        data = _validate(CanaryTickRequest, self._merged(req))
+        if data.service:
+            if not data.region:
+                raise _invalid([{"field": "region", "message": "required when service is given"}])
+            ref = self._ref(Coordinates(project=data.project, region=data.region, service=data.service))
+            reports = [self._run(lambda: control.tick(ref))]
+        else:
+            project = data.project or self.default_project
+            if not project:
+                message = "required: the request names no project and GOOGLE_CLOUD_PROJECT is unset"
+                raise _invalid([{"field": "project", "message": message}])
+            if not data.region and not control.settings.regions:
+                message = "required: the request names no region and ROLLBACK_REGIONS is unset"
+                raise _invalid([{"field": "region", "message": message}])
+            reports = self._run(lambda: control.tick_all(project, data.region))
+        return {"services": [report_json(r) for r in reports], "count": len(reports)}
+
+    def _canary_gate(self, req: Incoming, actor: str) -> dict[str, Any]:
+        from controller.canary_control import gate_json
+
+        control = self._canary_control()
+        data = _validate(CanaryGateRequest, self._merged(req))
+        ref = self._ref(data)
+        return gate_json(self._run(lambda: control.gate(ref, data.revision)))
+
+    def _canary_status(self, req: Incoming, actor: str) -> dict[str, Any]:
+        from controller.canary_control import status_json
+
+        control = self._canary_control()
+        ref = self._ref(_validate(StatusQuery, _query_dict(req.query)))
+        return status_json(self._run(lambda: control.status(ref)))
+
+    def _canary_approve(self, req: Incoming, actor: str) -> dict[str, Any]:
+        from controller.canary_control import report_json
+
+        control = self._canary_control()
+        data = _validate(CanaryApproveRequest, _parse_json_object(req.body()))
+        ref = self._ref(data)
+        return report_json(self._run(lambda: control.approve(ref, actor, data.candidate)))
+
 
 # --------------------------------------------------------------------------- entry point
 
@@ -373,6 +465,7 @@ def build_api(env: Mapping[str, str]) -> Api:
     """Wire the API from the environment (the variables in the README and docs/security.md)."""
     from controller import logs
     from controller.auth import AuthConfig, IdTokenVerifier, SlackVerifier
+    from controller.canary_control import build_canary_control
     from controller.cloudrun import CloudRunClient
     from controller.manual import ManualControl
     from controller.settings import Settings
@@ -400,9 +493,30 @@ def build_api(env: Mapping[str, str]) -> Api:
         config_error = "; ".join(str(err["msg"]) for err in exc.errors())
         log.error("authentication settings are invalid; authenticated routes answer 503: %s", config_error)
         auth = AuthConfig()
-    slack = SlackActionHandler(SlackVerifier(auth), slack_control, notifier, slack_api_url=settings.slack_api_url)
+    canary = build_canary_control(settings, notifier, utc_now)
+    # The Slack "Promote" button ticks too: same tight bounds, and Monitoring gets at most
+    # SLACK_MONITORING_DEADLINE (an outage then only makes the tick inconclusive: no promotion).
+    slack_canary = build_canary_control(
+        slack_settings.model_copy(
+            update={
+                "api_timeout": SLACK_API_TIMEOUT,
+                "operation_timeout": SLACK_OPERATION_TIMEOUT,
+                "monitoring_deadline": SLACK_MONITORING_DEADLINE,
+            }
+        ),
+        notifier,
+        utc_now,
+    )
+    slack = SlackActionHandler(
+        SlackVerifier(auth), slack_control, notifier, slack_api_url=settings.slack_api_url, canary=slack_canary
+    )
     return Api(
-        control, IdTokenVerifier(auth), slack, default_project=settings.default_project, config_error=config_error
+        control,
+        IdTokenVerifier(auth),
+        slack,
+        default_project=settings.default_project,
+        config_error=config_error,
+        canary=canary,
     )
 
 

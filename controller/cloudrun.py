@@ -63,6 +63,10 @@ class CloudRunApi(Protocol):
         annotations: Mapping[str, str],
     ) -> Applied: ...
 
+    def list_services(self, project: str, region: str) -> list[ServiceRef]:
+        """Every service in one project and region (the canary tick walks them)."""
+        ...
+
 
 def _short(name: str) -> str:
     return name.rsplit("/", 1)[-1] if name else ""
@@ -188,6 +192,18 @@ class CloudRunClient:
             while len(self._read_cache) > _CACHE_SIZE:
                 self._read_cache.popitem(last=False)
         return _state(ref, svc, revs)
+
+    def list_services(self, project: str, region: str) -> list[ServiceRef]:
+        """Every service in ``projects/{project}/locations/{region}``, all pages (sorted by name)."""
+        services, _ = self._get_clients()
+        parent = f"projects/{project}/locations/{region}"
+        where = ServiceRef(project=project, region=region, service="*")
+        try:
+            pager = services.list_services(parent=parent, retry=self._retry(), timeout=self._api_timeout)
+            names = sorted(_short(svc.name) for svc in pager)  # the pager fetches further pages itself
+        except Exception as exc:
+            raise _translate(exc, "list services", where) from exc
+        return [ServiceRef(project=project, region=region, service=n) for n in names]
 
     def update(
         self,

@@ -39,6 +39,8 @@ class Settings(BaseModel):
     slack_api_url: str | None = None
     dry_run: bool = False
     default_project: str | None = None
+    # Regions the canary tick walks when a request names none (ROLLBACK_REGIONS, comma-separated).
+    regions: tuple[str, ...] = ()
     # Bounds on the alert path (seconds): an API call, and waiting for the traffic operation.
     api_timeout: float = Field(default=10.0, gt=0)
     operation_timeout: float = Field(default=60.0, gt=0)
@@ -63,4 +65,5 @@ class Settings(BaseModel):
             slack_api_url=get("ROLLBACK_SLACK_API_URL"),
             dry_run=_flag("ROLLBACK_DRY_RUN", get("ROLLBACK_DRY_RUN")),
             default_project=get("GOOGLE_CLOUD_PROJECT"),
+            regions=tuple(r.strip() for r in (get("ROLLBACK_REGIONS") or "").split(",") if r.strip()),
         )

@@ -1,4 +1,5 @@
-"""Slack buttons on the controller's messages: "Undo" and "Hold" (and "Release" once held).
+"""Slack buttons on the controller's messages: "Undo" and "Hold" (and "Release" once held), and
+"Promote" on a canary waiting for approval.
 
 Two halves:
 
@@ -10,7 +11,10 @@ Two halves:
   on the *raw* body first (before anything parses the form), parse the ``block_actions``
   payload, admit only allowed Slack users, perform the action through
   :class:`controller.manual.ManualControl` as actor ``slack:<user id> (<name>)`` and replace the
-  original message (``chat.update``) with its outcome and the next buttons.
+  original message (``chat.update``) with its outcome and the next buttons. "Promote"
+  (:func:`promote_blocks`, value ``project/region/service/candidate``) approves the canary's last
+  step through :meth:`controller.canary_control.CanaryControl.approve` as ``slack:<user id>``;
+  an approval only allows a promotion, it never delays a rollback.
 
 Slack wants an HTTP 200 within 3 seconds. A traffic change is one read and one UpdateService
 (milliseconds on the emulator, well under a second on Cloud Run), so the action runs inline; the
@@ -36,6 +40,7 @@ from controller.state import ServiceRef
 
 if TYPE_CHECKING:
     from controller.auth import SlackVerifier
+    from controller.canary_control import CanaryControl
     from controller.manual import ActionResult, ManualControl
     from controller.slack import Notifier
 
@@ -45,6 +50,8 @@ BLOCK_ID: Final = "rollback_controller_actions"
 ACTION_UNDO: Final = "rollback_undo"
 ACTION_HOLD: Final = "rollback_hold"
 ACTION_RELEASE: Final = "rollback_release"
+ACTION_PROMOTE: Final = "canary_promote"
+PROMOTE_BLOCK_ID: Final = "rollback_controller_canary"
 MAX_VALUE_CHARS: Final = 2000  # Slack's limit on a button value
 SLACK_HOOKS_PREFIX: Final = "https://hooks.slack.com/"
 RESPONSE_URL_TIMEOUT: Final = 2.0  # seconds; we are inside Slack's 3 s budget
@@ -108,6 +115,29 @@ def action_blocks(
     if not elements:
         return []
     return [{"type": "actions", "block_id": BLOCK_ID, "elements": elements}]
+
+
+def promote_blocks(ref: ServiceRef, candidate: str) -> list[dict[str, Any]]:
+    """The "Promote" button of a canary waiting for approval. Its value names the candidate too
+    (``project/region/service/candidate``), so a button on an old message never approves a newer
+    revision. Approval only allows the last step; it never delays a rollback."""
+    value = f"{button_value(ref)}/{candidate}"
+    button = _button(ACTION_PROMOTE, "Promote", value[:MAX_VALUE_CHARS], "primary")
+    button["confirm"] = {
+        "title": {"type": "plain_text", "text": "Promote to 100%?"},
+        "text": {"type": "mrkdwn", "text": f"*{candidate}* gets 100% of *{ref.service}* once its step passes."},
+        "confirm": {"type": "plain_text", "text": "Promote"},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+    }
+    return [{"type": "actions", "block_id": PROMOTE_BLOCK_ID, "elements": [button]}]
+
+
+def parse_promote_value(value: str) -> tuple[ServiceRef, str]:
+    """``project/region/service/candidate`` → (ServiceRef, candidate); raises ValueError otherwise."""
+    head, _, candidate = value.rpartition("/")
+    if not candidate:
+        raise ValueError("button value is not project/region/service/candidate")
+    return parse_button_value(head), candidate
 
 
 def rollback_buttons(ref: ServiceRef) -> dict[str, Any]:
@@ -196,10 +226,12 @@ class SlackActionHandler:
         notifier: Notifier,
         *,
         slack_api_url: str | None = None,
+        canary: CanaryControl | None = None,
     ) -> None:
         self._verifier = verifier
         self._control = control
         self._notifier = notifier
+        self._canary = canary
         self._response_prefixes = [SLACK_HOOKS_PREFIX]
         if slack_api_url:
             # A local Slack emulator (ROLLBACK_SLACK_API_URL) also serves response URLs.
@@ -221,6 +253,8 @@ class SlackActionHandler:
         if payload.type != "block_actions":
             return self._ephemeral(payload, f"interaction type {payload.type!r} is not handled"), 200
         action = payload.actions[0]  # Slack sends one action per button press
+        if action.action_id == ACTION_PROMOTE:
+            return self._promote(payload, action.value)
         kind = {ACTION_UNDO: "undo", ACTION_HOLD: "hold", ACTION_RELEASE: "release"}.get(action.action_id)
         if kind is None:
             return self._ephemeral(payload, f"unknown button {action.action_id!r}"), 200
@@ -252,6 +286,37 @@ class SlackActionHandler:
             return self._ephemeral(payload, text, error="failed"), 200
         updated = self._update_message(payload, result)
         return {"ok": True, "slack_updated": updated, **result_json(result)}, 200
+
+    def _promote(self, payload: BlockActions, value: str) -> tuple[dict[str, Any], int]:
+        """The canary "Promote" button: approve (a tick with ``approved_by``) and note it on the message."""
+        from controller.canary import Step
+        from controller.canary_control import report_json
+
+        if self._canary is None:
+            return self._ephemeral(payload, "canary control is not configured here", error="not_configured"), 200
+        try:
+            ref, candidate = parse_promote_value(value)
+        except ValueError as exc:
+            return self._ephemeral(payload, f"cannot tell which canary this button is for: {exc}"), 200
+        actor = actor_of(payload.user)
+        try:
+            report = self._canary.approve(ref, actor, candidate)
+        except ServiceNotFound:
+            return self._ephemeral(payload, f":no_entry: service {ref} not found", error="service_not_found"), 200
+        except ControllerError as exc:
+            text = f":warning: promote of {ref.service} failed: {exc}; check the service before retrying"
+            return self._ephemeral(payload, text, error="failed"), 200
+        channel = payload.container.channel_id or (payload.channel.id if payload.channel else "")
+        ts = payload.container.message_ts
+        updated = False
+        if channel and ts and payload.message is not None:
+            kept = [b for b in payload.message.blocks if b.get("block_id") != PROMOTE_BLOCK_ID]
+            verb = "Promoted" if report.step is Step.PROMOTE else "Approved"
+            line = f"*{verb}* by <@{payload.user.id}>: {report.message}"
+            blocks = [*kept[: MAX_BLOCKS - 1], {"type": "section", "text": {"type": "mrkdwn", "text": line[:2900]}}]
+            text = f"{payload.message.text} — {verb} by {actor}"[:3000]
+            updated = self._notifier.update(channel, ts, SlackMessage(text=text, blocks=tuple(blocks), channel=channel))
+        return {"ok": True, "slack_updated": updated, **report_json(report)}, 200
 
     def _update_message(self, payload: BlockActions, result: ActionResult) -> bool:
         from controller.manual import describe_traffic, render_action

@@ -105,6 +105,10 @@ class InMemoryCloudRun:
                 raise ServiceNotFound(f"{ref} not found")
             return self._state
 
+    def list_services(self, project: str, region: str) -> list[ServiceRef]:
+        ref = self._state.ref
+        return [ref] if (ref.project, ref.region) == (project, region) else []
+
     def update(
         self, state: ServiceState, traffic: tuple[TrafficTarget, ...], annotations: Mapping[str, str]
     ) -> Applied:

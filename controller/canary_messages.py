@@ -1,0 +1,69 @@
+"""Slack messages (Block Kit) for canary events: pure rendering, no I/O.
+
+One message per canary decision that a human should hear about (``CanaryDecision.notify``):
+start, each step, promotion, rollback, a wait for approval (with a "Promote" button) and a
+timed-out step. Each names the service, the candidate and the stable revision, the candidate's
+share now, and, when a judgement was made, the measured numbers behind it (candidate against
+stable over the same window) and the reasons. The orchestration posts them threaded under the
+canary's first message (``controller.canary_control``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.canary import CanaryDecision, Step
+from controller.messages import SlackMessage, console_url
+from controller.state import ServiceRef
+
+_HEADERS: dict[Step, str] = {
+    Step.START: ":hatching_chick: Canary started on {service}",
+    Step.STEP: ":arrow_up: Canary step on {service}",
+    Step.PROMOTE: ":white_check_mark: Canary promoted on {service}",
+    Step.ROLLBACK: ":rewind: Canary rolled back on {service}",
+    Step.AWAIT_APPROVAL: ":raised_hand: Canary on {service} waits for approval",
+    Step.TIMEOUT: ":hourglass: Canary on {service} is stuck (inconclusive)",
+}
+_DEFAULT = ":information_source: Canary on {service}: {step}"
+UNCONFIRMED = " (operation not confirmed yet)"
+
+
+def render_canary(
+    ref: ServiceRef,
+    decision: CanaryDecision,
+    *,
+    policy: str,
+    channel: str | None = None,
+    confirmed: bool = True,
+) -> SlackMessage:
+    """The message for one canary decision; AWAIT_APPROVAL carries the "Promote" button."""
+    head = _HEADERS.get(decision.step, _DEFAULT).format(service=ref.service, step=decision.step.value)
+    if not confirmed:
+        head += UNCONFIRMED
+    fields = [
+        f"*Service*\n{ref.service}",
+        f"*Project / region*\n{ref.project} / {ref.region}",
+        f"*Candidate*\n`{decision.candidate or '?'}`",
+        f"*Stable*\n`{decision.stable or '?'}`",
+        f"*Candidate's share now*\n{decision.percent}%",
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": decision.message[:2900]}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields]},
+    ]
+    comparison = decision.comparison
+    if comparison is not None and (comparison.lines or comparison.reasons):
+        lines = [f"*Judgement: {comparison.judgement.value}* (candidate against stable, same window)"]
+        lines += [f"• {line}" for line in comparison.lines]
+        lines += [f"• _{reason}_" for reason in comparison.reasons]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
+    context = f"<{console_url(ref.project, ref.region, ref.service)}|Cloud Run console> · policy `{policy}`"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:2900]}]})
+    if decision.step is Step.AWAIT_APPROVAL:
+        # Imported here: slack_actions is only needed for the one message that has a button.
+        from controller.slack_actions import promote_blocks
+
+        blocks.extend(promote_blocks(ref, decision.candidate))
+    # The plain text is what phones and screen readers show; it must stand on its own.
+    return SlackMessage(text=f"{head}: {decision.message}"[:3000], blocks=tuple(blocks), channel=channel)
