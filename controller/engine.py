@@ -32,7 +32,6 @@ from controller.decide import WOULD_ACT, Decision, Reason, decide
 from controller.errors import (
     MalformedInput,
     PermanentError,
-    PolicyError,
     TemporaryError,
 )
 from controller.incident import DeliveryInfo, parse_cloud_event
@@ -46,7 +45,7 @@ from controller.monitoring import (
     revision_window_before,
     trailing_window,
 )
-from controller.policy import Policy, PolicySet, load_policies
+from controller.policy import Policy, PolicySet, load_for_runtime
 from controller.settings import Settings
 from controller.slack import Notifier, build_notifier
 from controller.state import Frozen, ServiceRef, ServiceState
@@ -104,12 +103,9 @@ class Controller:
 
     # -- policies ------------------------------------------------------------------------
     def policies(self) -> PolicySet:
-        """Load the policies once; an invalid set is a temporary error (fix it and redeliver)."""
+        """Loaded once per process (see ``policy.load_for_runtime`` for what invalid files do)."""
         if self._policies is None:
-            try:
-                self._policies = load_policies(self.settings.policies)
-            except PolicyError as exc:
-                raise TemporaryError(f"rollback policies at {self.settings.policies} are invalid: {exc}") from exc
+            self._policies = load_for_runtime(self.settings.policies)
         return self._policies
 
     # -- entry points ----------------------------------------------------------------------

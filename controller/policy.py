@@ -45,7 +45,7 @@ from pydantic import (
 from pydantic.json_schema import GenerateJsonSchema
 
 from controller.alert import LABEL_ROLLBACK_POLICY
-from controller.errors import PolicyError
+from controller.errors import PolicyError, TemporaryError
 
 # ---------------------------------------------------------------------------------------------
 # Durations
@@ -924,6 +924,16 @@ def load_policy_paths(paths: Iterable[str | Path]) -> PolicySet:
 def load_policies(path: str | Path) -> PolicySet:
     """Load a policy file, or the ``*.yaml``/``*.yml`` files at the top level of a directory."""
     return load_policy_paths([path])
+
+
+def load_for_runtime(path: str | Path) -> PolicySet:
+    """Load the live policy set for the function. An invalid set is a *temporary* error: the
+    controller must not acknowledge alerts it could not judge, so Pub/Sub keeps them until the
+    files are fixed (and a scheduler tick fails loudly instead of silently doing nothing)."""
+    try:
+        return load_policies(path)
+    except PolicyError as exc:
+        raise TemporaryError(f"rollback policies at {path} are invalid: {exc}") from exc
 
 
 def validate_paths(paths: Iterable[str | Path]) -> list[str]:
