@@ -19,7 +19,8 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 __all__ = ["BackgroundHTTPServer", "JsonHandler"]
 
@@ -121,6 +122,8 @@ class BackgroundHTTPServer:
     manager protocol are shared.
     """
 
+    thread_name = "emulator"  # names the serving thread, for debugging
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
@@ -150,6 +153,21 @@ class BackgroundHTTPServer:
         thread.daemon = True
         thread.start()
         self._server, self._thread = server, thread
+
+    def start(self) -> Self:
+        self._start_server(self.thread_name)
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def stop(self) -> None:
         """Stop serving, close open connections, and wait (bounded) for the threads to finish."""

@@ -59,8 +59,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from google.api import launch_stage_pb2
@@ -532,6 +531,8 @@ class CloudRunEmulator(BackgroundHTTPServer):
     (timezone-aware) for ``updateTime``; tests may freeze it.
     """
 
+    thread_name = "cloudrun-emulator"
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -559,21 +560,6 @@ class CloudRunEmulator(BackgroundHTTPServer):
         self._etag_counter = itertools.count(1)
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        self._start_server("cloudrun-emulator")
-        return self
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

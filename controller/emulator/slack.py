@@ -34,8 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from controller.emulator import BackgroundHTTPServer, JsonHandler
@@ -75,6 +74,8 @@ class SlackEmulator(BackgroundHTTPServer):
     token prefix — never the token).
     """
 
+    thread_name = "slack-emulator"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host, port)
         #: Called with each recorded message (the CLI prints them). Runs on a server thread.
@@ -86,21 +87,6 @@ class SlackEmulator(BackgroundHTTPServer):
         self._last_ts_us = 0
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        self._start_server("slack-emulator")
-        return self
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def api_url(self) -> str:
