@@ -35,17 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from controller.alert import LABEL_ROLLBACK_POLICY, LABEL_TRIGGER, TriggerKind
-from controller.policy import (
-    ErrorRateTrigger,
-    HealthTrigger,
-    LatencyTrigger,
-    Match,
-    Policy,
-    PolicyLoadError,
-    format_duration,
-    load_policy_paths,
-    policy_path,
-)
+from controller.policy import ErrorRateTrigger, HealthTrigger, LatencyTrigger, Match, Policy, format_duration
+from controller.policy_files import PolicyLoadError, load_policy_paths, policy_path
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]

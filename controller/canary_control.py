@@ -49,7 +49,8 @@ from controller.commit import Change, commit
 from controller.errors import ControllerError, PermanentError
 from controller.ledger import Ledger, read_ledger
 from controller.monitoring import Evidence, MonitoringApi, MonitoringUnavailable, Window
-from controller.policy import Policy, PolicySet, load_for_runtime
+from controller.policy import Policy, PolicySet
+from controller.policy_files import load_for_runtime
 from controller.settings import Settings
 from controller.slack import Notifier
 from controller.state import Frozen, ServiceRef, ServiceState, TrafficTarget

@@ -28,15 +28,8 @@ from typing import TYPE_CHECKING, TextIO
 from controller.alertpolicies import add_command as _add_alert_policies  # alert-policies
 from controller.cli_canary import register as _add_canary  # canary status | tick | gate | approve
 from controller.cli_manual import register as _add_manual  # rollback, undo, hold, release, status
-from controller.policy import (
-    Policy,
-    PolicyLoadError,
-    PolicySet,
-    format_duration,
-    load_policy_paths,
-    policy_json_schema,
-    policy_path,
-)
+from controller.policy import Policy, PolicySet, format_duration
+from controller.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]

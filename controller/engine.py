@@ -45,7 +45,8 @@ from controller.monitoring import (
     revision_window_before,
     trailing_window,
 )
-from controller.policy import Policy, PolicySet, load_for_runtime
+from controller.policy import Policy, PolicySet
+from controller.policy_files import load_for_runtime
 from controller.settings import Settings
 from controller.slack import Notifier, build_notifier
 from controller.state import Frozen, ServiceRef, ServiceState

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from controller.policy import DEFAULT_POLICY_PATH as DEFAULT_POLICIES
+from controller.policy_files import DEFAULT_POLICY_PATH as DEFAULT_POLICIES
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}

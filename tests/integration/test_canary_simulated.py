@@ -32,7 +32,8 @@ from controller.emulator.traffic import RevisionProfile, TrafficSimulator
 from controller.engine import Controller
 from controller.ledger import Ledger, read_ledger
 from controller.monitoring import MonitoringClient
-from controller.policy import PolicySet, load_policies
+from controller.policy import PolicySet
+from controller.policy_files import load_policies
 from controller.settings import Settings
 from controller.slack import WebApiNotifier
 from controller.state import ServiceRef

@@ -31,7 +31,8 @@ from controller.alertpolicies import (
     main,
 )
 from controller.incident import parse_notification
-from controller.policy import Policy, PolicySet, load_policies, load_policy_paths
+from controller.policy import Policy, PolicySet
+from controller.policy_files import load_policies, load_policy_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "policies" / "default.yaml"

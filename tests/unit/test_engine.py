@@ -16,7 +16,7 @@ from controller.cloudrun import Applied, OperationFailed
 from controller.decide import Reason
 from controller.engine import Controller
 from controller.errors import ConflictError, TemporaryError
-from controller.policy import load_policies
+from controller.policy_files import load_policies
 from controller.settings import Settings
 from controller.state import ServiceState, TrafficTarget
 

@@ -19,20 +19,14 @@ from hypothesis import strategies as st
 from controller.alert import Alert
 from controller.cli import schema_text
 from controller.errors import PolicyError
-from controller.policy import (
+from controller.policy import Canary, Match, Policy, PolicySet, format_duration, parse_duration, score_match
+from controller.policy_files import (
     DEFAULT_POLICY_PATH,
-    Canary,
-    Match,
-    Policy,
     PolicyLoadError,
-    PolicySet,
-    format_duration,
     load_policies,
     load_policy_paths,
-    parse_duration,
     policy_json_schema,
     policy_path,
-    score_match,
     validate_paths,
 )
 
