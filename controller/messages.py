@@ -130,5 +130,9 @@ def render(
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:2900]}]})
     blocks.extend(actions)
     # The plain text is what phones and screen readers show; it must stand on its own.
-    text = f"{head}: {decision.message}"
+    # The header already says "Rolled back"; don't repeat the verb in the sentence after it.
+    detail = (
+        decision.message.removeprefix("rolled back ") if decision.reason is Reason.ROLLED_BACK else decision.message
+    )
+    text = f"{head}: {detail}"
     return SlackMessage(text=text[:3000], blocks=tuple(blocks), channel=channel)
