@@ -48,7 +48,7 @@ from controller.cloudrun import CloudRunApi
 from controller.commit import Change, commit
 from controller.errors import ControllerError, PermanentError
 from controller.ledger import Ledger, read_ledger
-from controller.monitoring import Evidence, MonitoringApi, MonitoringUnavailable, Window
+from controller.monitoring import EvidenceCache, MonitoringApi, MonitoringUnavailable, Window
 from controller.policy import Policy, PolicySet
 from controller.policy_files import load_for_runtime
 from controller.settings import Settings
@@ -128,29 +128,6 @@ class _Ticked(Frozen):
     decision: CanaryDecision
     ledger: Ledger  # after the tick (what was written, else what was read)
     state: ServiceState  # as last read
-
-
-class _EvidenceCache:
-    """One Monitoring look-up per window per tick, even across conflict retries; after a failure,
-    Monitoring is not asked again within the tick (an outage costs one deadline, not several)."""
-
-    def __init__(self, monitoring: MonitoringApi | None, ref: ServiceRef) -> None:
-        self._monitoring = monitoring
-        self._ref = ref
-        self._answers: dict[tuple[datetime, datetime], Evidence] = {}
-        self.failure = "" if monitoring is not None else "Cloud Monitoring is not configured"
-
-    def get(self, window: Window) -> Evidence:
-        if self.failure or self._monitoring is None:
-            raise MonitoringUnavailable(self.failure)
-        key = (window.start, window.end)
-        if key not in self._answers:
-            try:
-                self._answers[key] = self._monitoring.evidence(self._ref, window, signals=SIGNALS)
-            except MonitoringUnavailable as exc:
-                self.failure = str(exc) or type(exc).__name__
-                raise
-        return self._answers[key]
 
 
 class CanaryControl:
@@ -296,7 +273,7 @@ class CanaryControl:
             return _Ticked(report=report, decision=decision, ledger=read_ledger(state.annotations), state=state)
         cfg = policy.canary
         dry_run = self.settings.dry_run or policy.mode == "dry-run"
-        evidence = _EvidenceCache(self.monitoring, ref)
+        evidence = EvidenceCache(self.monitoring, ref)
 
         def plan(state: ServiceState, ledger: Ledger) -> tuple[_Planned, Change | None]:
             now = self.clock()
@@ -306,7 +283,7 @@ class CanaryControl:
             if cs is not None and cs.promoted_at is None and (bounds := canary.window(cs, cfg, now)) is not None:
                 span = Window(start=bounds[0], end=bounds[1])
                 try:
-                    found = evidence.get(span)
+                    found = evidence.get(span, SIGNALS)
                 except MonitoringUnavailable as exc:
                     # Never promote (nor fail) without numbers: inconclusive, with the reason.
                     comparison = Comparison(

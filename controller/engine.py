@@ -39,6 +39,7 @@ from controller.ledger import Ledger
 from controller.messages import FAILED_HEADER, UNCONFIRMED_HEADER, render
 from controller.monitoring import (
     Evidence,
+    EvidenceCache,
     MonitoringApi,
     MonitoringUnavailable,
     Window,
@@ -151,7 +152,7 @@ class Controller:
     def _decide_and_act(
         self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str
     ) -> tuple[Decision, Applied | None, int]:
-        evidence = _EvidenceCache(self.monitoring, ref) if self.monitoring is not None else None
+        evidence = _Evidence(self.monitoring, ref) if self.monitoring is not None else None
 
         def plan(state: ServiceState, ledger: Ledger) -> tuple[Decision, Change | None]:
             now = self.clock()
@@ -349,27 +350,14 @@ _SIGNALS: dict[str, str] = {"error_rate": "error_rate", "latency_p95": "latency"
 UPTIME_METRIC = "monitoring.googleapis.com/uptime_check/check_passed"
 
 
-class _EvidenceCache:
-    """Per-delivery Monitoring look-ups: each window is asked once, even across conflict retries,
-    and once Monitoring has failed it is not asked again (an outage costs one deadline, not two)."""
+class _Evidence:
+    """The alert path's questions to Cloud Monitoring for one delivery (memoised by EvidenceCache)."""
 
     def __init__(self, monitoring: MonitoringApi, ref: ServiceRef) -> None:
-        self._monitoring = monitoring
-        self._ref = ref
-        self._answers: dict[tuple[datetime, datetime, str], Evidence] = {}
-        self._failure = ""
+        self._cache = EvidenceCache(monitoring, ref)
 
     def _fetch(self, window: Window, signal: str) -> Evidence:
-        if self._failure:
-            raise MonitoringUnavailable(self._failure)
-        key = (window.start, window.end, signal)
-        if key not in self._answers:
-            try:
-                self._answers[key] = self._monitoring.evidence(self._ref, window, signals=frozenset({signal}))
-            except MonitoringUnavailable as exc:
-                self._failure = str(exc)
-                raise
-        return self._answers[key]
+        return self._cache.get(window, frozenset({signal}))
 
     def attribute(self, alert: Alert, policy: Policy, state: ServiceState, now: datetime) -> Alert:
         """A service-level alert names no revision: blame the serving revision whose numbers breach worst."""
