@@ -157,7 +157,7 @@ def rollback_traffic(state: ServiceState, target: str) -> tuple[TrafficTarget, .
     return (TrafficTarget(kind="revision", revision=target, percent=100), *tagged)
 
 
-def _canary_after_rollback(ledger: Ledger, suspect: str) -> dict[str, object] | None:
+def canary_after_rollback(ledger: Ledger, suspect: str) -> dict[str, object] | None:
     """Rolling back a canary's candidate ends that canary (its stable is the last-good target)."""
     if ledger.canary and ledger.canary.get("candidate") == suspect:
         return None
@@ -321,7 +321,7 @@ def decide(
         ledger.record_incident(alert.incident_id, to=target, now=now)
         .quarantine(suspect, reason=reason, now=now)
         .with_last_good(target)
-        .model_copy(update={"canary": _canary_after_rollback(ledger, suspect)})
+        .model_copy(update={"canary": canary_after_rollback(ledger, suspect)})
         .record_action(
             Action(
                 kind="rollback",

@@ -62,7 +62,7 @@ from pydantic import Field
 
 from controller.cloudrun import CloudRunApi
 from controller.commit import Change, commit
-from controller.decide import choose_target, rollback_traffic
+from controller.decide import canary_after_rollback, choose_target, rollback_traffic
 from controller.errors import PermanentError
 from controller.ledger import Action, Hold, Ledger, Quarantine, read_ledger
 from controller.messages import SlackMessage, console_url
@@ -239,7 +239,11 @@ def plan_rollback(
 
     traffic_after = rollback_traffic(state, target)
     quarantine_reason = f"manual rollback by {actor}" + (f": {reason}" if reason else "")
-    ledger_after = ledger.quarantine(from_revision, reason=quarantine_reason, now=now).with_last_good(target)
+    ledger_after = (
+        ledger.quarantine(from_revision, reason=quarantine_reason, now=now)
+        .with_last_good(target)
+        .model_copy(update={"canary": canary_after_rollback(ledger, from_revision)})
+    )
     ledger_after = ledger_after.record_action(
         Action(
             kind="manual-rollback",

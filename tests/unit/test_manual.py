@@ -387,3 +387,16 @@ def test_slack_failure_never_blocks_the_action() -> None:
     run = InMemoryCloudRun(svc())
     result = control(run, RecordingNotifier(fail=True)).rollback(REF, actor=ACTOR, reason="x")
     assert result.changed and not result.notified
+
+
+def test_manual_rollback_of_a_canary_candidate_ends_the_canary() -> None:
+    from controller.canary import CanaryState
+
+    canary = CanaryState(candidate="checkout-00042-xyz", stable="checkout-00041-abc", step=1, step_started_at=T0)
+    split_ = state(REVS, [pinned("checkout-00041-abc", 75, "stable"), pinned("checkout-00042-xyz", 25, "candidate")])
+    ledger = Ledger().with_last_good("checkout-00041-abc").model_copy(update={"canary": canary.to_ledger()})
+    plan = plan_rollback(split_, ledger, actor=ACTOR, reason="bad canary", now=T0)
+    assert isinstance(plan, Plan)
+    assert plan.ledger_after is not None
+    assert plan.ledger_after.canary is None
+    assert plan.ledger_after.is_quarantined("checkout-00042-xyz")
