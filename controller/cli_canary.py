@@ -29,11 +29,12 @@ This module is imported by every CLI command: heavy imports live inside the hand
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, Final, TextIO
+
+from controller.cli_common import actor as cli_actor
+from controller.cli_common import log_to_stderr, settings_and_project
 
 if TYPE_CHECKING:
     from controller.canary_control import CanaryControl, CanaryReport, CanaryStatus, GateReport
@@ -102,38 +103,21 @@ def register(subparsers: Subparsers) -> None:
     p.set_defaults(handler=_run, action="approve")
 
 
-def _actor(args: argparse.Namespace) -> str:
-    if getattr(args, "actor", None):
-        return str(args.actor)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        user = "unknown"
-    return f"cli:{user}"
-
-
 def _build(args: argparse.Namespace, err: TextIO) -> tuple[CanaryControl, str] | int:
     """The control and the project, or a usage exit code (the problem printed)."""
     from controller.canary_control import build_canary_control
-    from controller.settings import Settings
     from controller.slack import build_notifier
 
-    try:
-        settings = Settings.from_env(os.environ)
-    except ValueError as exc:
-        print(f"{PROG} {args.action}: error: {exc}", file=err)
-        return EXIT_USAGE
-    project = args.project or settings.default_project
-    if not project:
-        print(f"{PROG} {args.action}: error: --project is required (GOOGLE_CLOUD_PROJECT is unset)", file=err)
-        return EXIT_USAGE
+    found = settings_and_project(args, f"{PROG} {args.action}", err)
+    if isinstance(found, int):
+        return found
+    settings, project = found
     return build_canary_control(settings, build_notifier(settings)), project
 
 
 def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     from controller.canary_control import gate_json, report_json, status_json
-    from controller.cli_manual import _log_to_stderr
     from controller.errors import ControllerError
     from controller.state import ServiceRef
 
@@ -152,7 +136,7 @@ def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         except ValueError as exc:
             print(f"{command}: error: {exc}", file=err)
             return EXIT_USAGE
-    _log_to_stderr()
+    log_to_stderr()
     try:
         if args.action == "gate":
             assert ref is not None
@@ -166,7 +150,7 @@ def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
             return EXIT_PASS
         if args.action == "approve":
             assert ref is not None
-            report = control.approve(ref, _actor(args), args.revision)
+            report = control.approve(ref, cli_actor(args), args.revision)
             reports = [report]
         elif ref is not None:
             reports = [control.tick(ref)]

@@ -16,11 +16,12 @@ This module is imported by every CLI command: heavy imports live inside the hand
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, TextIO
+
+from controller.cli_common import actor as cli_actor
+from controller.cli_common import log_to_stderr, settings_and_project
 
 if TYPE_CHECKING:
     from controller.manual import ActionResult, ManualControl, StatusReport
@@ -100,51 +101,19 @@ def register(subparsers: Subparsers) -> None:
 # --------------------------------------------------------------------------- running
 
 
-def _actor(args: argparse.Namespace) -> str:
-    if args.actor:
-        return str(args.actor)
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        user = "unknown"
-    return f"cli:{user}"
-
-
-def _log_to_stderr() -> None:
-    """The action's JSON log line goes to stderr (stdout is for the table or --json)."""
-    import logging
-
-    from controller.logs import CloudLoggingFormatter
-
-    logger = logging.getLogger("controller")
-    if not any(getattr(h, "_cli_stderr", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(CloudLoggingFormatter())
-        handler._cli_stderr = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-
-
 def _control(args: argparse.Namespace, err: TextIO) -> tuple[ManualControl, ServiceRef] | int:
     """The engine and the service to act on, or a usage exit code (the problem printed)."""
     from controller.api import utc_now
     from controller.cloudrun import CloudRunClient
     from controller.manual import ManualControl
-    from controller.settings import Settings
     from controller.slack import build_notifier
     from controller.state import ServiceRef
 
     command = f"{PROG} {args.action}"
-    try:
-        settings = Settings.from_env(os.environ)
-    except ValueError as exc:
-        print(f"{command}: error: {exc}", file=err)
-        return EXIT_USAGE
-    project = args.project or settings.default_project
-    if not project:
-        print(f"{command}: error: --project is required (GOOGLE_CLOUD_PROJECT is unset)", file=err)
-        return EXIT_USAGE
+    found = settings_and_project(args, command, err)
+    if isinstance(found, int):
+        return found
+    settings, project = found
     try:
         ref = ServiceRef(project=project, region=args.region, service=args.service)
     except ValueError as exc:
@@ -157,7 +126,7 @@ def _control(args: argparse.Namespace, err: TextIO) -> tuple[ManualControl, Serv
 
 
 def _act(control: ManualControl, ref: ServiceRef, args: argparse.Namespace) -> ActionResult:
-    actor = _actor(args)
+    actor = cli_actor(args)
     if args.action == "rollback":
         return control.rollback(
             ref,
@@ -183,7 +152,7 @@ def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
     if isinstance(built, int):
         return built
     control, ref = built
-    _log_to_stderr()
+    log_to_stderr()
     command = f"{PROG} {args.action}"
     failure: dict[str, object]
     try:
