@@ -7,8 +7,14 @@ tokens with the private halves.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from cryptography import x509
@@ -52,3 +58,48 @@ def make_key(kid: str) -> SigningKey:
     return SigningKey(
         kid=kid, private_pem=private_pem, cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
     )
+
+
+def google_claims(audience: str, email: str, /, **overrides: Any) -> dict[str, Any]:
+    """The claims of a valid Google ID token for ``email`` and ``audience``, valid for an hour."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": "https://accounts.google.com",
+        "aud": audience,
+        "sub": "110169484474386276334",
+        "email": email,
+        "email_verified": True,
+        "iat": now - 10,
+        "exp": now + 3600,
+    }
+    claims.update(overrides)
+    return claims
+
+
+@contextlib.contextmanager
+def serve_certs(*keys: SigningKey) -> Iterator[str]:
+    """Serve ``keys``' certificates on loopback in Google's v1 form; yields the certificates URL."""
+    body = json.dumps({key.kid: key.cert_pem for key in keys}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Cache-Control", "public, max-age=3600")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/oauth2/v1/certs"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

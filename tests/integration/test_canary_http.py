@@ -13,18 +13,16 @@ import datetime
 import hashlib
 import hmac
 import json
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from tokens import make_key
+from tokens import google_claims, make_key, serve_certs
 
 from controller.canary import CanaryState
 from controller.demo import PROJECT, REGION, free_port, function_env, start_function, stop_process
@@ -61,30 +59,7 @@ KEY = make_key("local-google-1")
 
 
 def bearer() -> dict[str, str]:
-    now = int(time.time())
-    claims = {
-        "iss": "https://accounts.google.com",
-        "aud": AUDIENCE,
-        "sub": "110169484474386276334",
-        "email": ALICE,
-        "email_verified": True,
-        "iat": now - 10,
-        "exp": now + 3600,
-    }
-    return {"Authorization": f"Bearer {KEY.sign(claims)}"}
-
-
-class _CertsHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps({"local-google-1": KEY.cert_pem}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    return {"Authorization": f"Bearer {KEY.sign(google_claims(AUDIENCE, ALICE))}"}
 
 
 @dataclass
@@ -129,35 +104,31 @@ def stack_(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     policies.mkdir()
     (policies / "default.yaml").write_text((ROOT / "policies" / "default.yaml").read_text())
     (policies / "more.yaml").write_text(POLICIES)
-    certs = ThreadingHTTPServer(("127.0.0.1", 0), _CertsHandler)
-    certs.daemon_threads = True
-    thread = threading.Thread(target=certs.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        with CloudRunEmulator() as run, SlackEmulator() as slack, MonitoringEmulator() as monitoring:
-            env = function_env(
-                run.url,
-                slack.api_url,
-                monitoring=monitoring.target,
-                ROLLBACK_POLICIES=str(policies),
-                ROLLBACK_REGIONS=REGION,
-                ROLLBACK_AUTH_AUDIENCE=AUDIENCE,
-                ROLLBACK_ALLOWED_PRINCIPALS=ALICE,
-                ROLLBACK_AUTH_CERTS_URL=f"http://127.0.0.1:{certs.server_address[1]}/oauth2/v1/certs",
-                SLACK_SIGNING_SECRET=SECRET,
-                ROLLBACK_SLACK_ALLOWED_USERS=SLACK_USER,
-            )
-            env = {k: v for k, v in env.items() if k.lower() not in PROXY_VARS}
-            port = free_port()
-            proc = start_function("handle_http", port, env, log_path=tmp / "http.log")
-            try:
-                yield Stack(run, slack, monitoring, port)
-            finally:
-                stop_process(proc)
-    finally:
-        certs.shutdown()
-        certs.server_close()
-        thread.join(timeout=5)
+    with (
+        serve_certs(KEY) as certs_url,
+        CloudRunEmulator() as run,
+        SlackEmulator() as slack,
+        MonitoringEmulator() as monitoring,
+    ):
+        env = function_env(
+            run.url,
+            slack.api_url,
+            monitoring=monitoring.target,
+            ROLLBACK_POLICIES=str(policies),
+            ROLLBACK_REGIONS=REGION,
+            ROLLBACK_AUTH_AUDIENCE=AUDIENCE,
+            ROLLBACK_ALLOWED_PRINCIPALS=ALICE,
+            ROLLBACK_AUTH_CERTS_URL=certs_url,
+            SLACK_SIGNING_SECRET=SECRET,
+            ROLLBACK_SLACK_ALLOWED_USERS=SLACK_USER,
+        )
+        env = {k: v for k, v in env.items() if k.lower() not in PROXY_VARS}
+        port = free_port()
+        proc = start_function("handle_http", port, env, log_path=tmp / "http.log")
+        try:
+            yield Stack(run, slack, monitoring, port)
+        finally:
+            stop_process(proc)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 import requests
 import yaml
 from deliveries import cloud_event
-from tokens import make_key
+from tokens import google_claims, make_key, serve_certs
 
 from controller.api import MAX_BODY_BYTES, ROUTES
 from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
@@ -53,50 +52,17 @@ ATTACKER_KEY = make_key("attacker")
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    now = int(time.time())
-    base: dict[str, Any] = {
-        "iss": "https://accounts.google.com",
-        "aud": AUDIENCE,
-        "sub": "110169484474386276334",
-        "email": ALICE,
-        "email_verified": True,
-        "iat": now - 10,
-        "exp": now + 3600,
-    }
-    base.update(overrides)
-    return base
+    return google_claims(AUDIENCE, ALICE, **overrides)
 
 
 def bearer(**overrides: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {GOOGLE_KEY.sign(claims(**overrides))}"}
 
 
-class _CertsHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = json.dumps({GOOGLE_KEY.kid: GOOGLE_KEY.cert_pem}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Cache-Control", "public, max-age=3600")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def certs_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CertsHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/oauth2/v1/certs"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_certs(GOOGLE_KEY) as url:
+        yield url
 
 
 # --------------------------------------------------------------------------- the stack
