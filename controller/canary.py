@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -56,6 +56,7 @@ from controller.verify import Numbers
 ACTOR = "rollback-controller (canary)"
 TAG_STABLE, TAG_CANDIDATE, TAG_PREVIOUS = "stable", "candidate", "previous"
 _OUR_TAGS = frozenset({TAG_STABLE, TAG_CANDIDATE, TAG_PREVIOUS})
+MINUTE = timedelta(minutes=1)
 
 
 class CanaryState(Frozen):
@@ -65,6 +66,9 @@ class CanaryState(Frozen):
     stable: str
     step: int  # index into the policy's steps: the candidate's current share is steps[step]
     step_started_at: datetime
+    # The candidate's share as last written (0 in states written before it was recorded). It
+    # differs from steps[step] only when the policy's steps changed under a running canary.
+    percent: int = 0
     checks: int = 0  # judgements that led to a recorded change in this canary
     approved_by: str = ""
     approval_requested: bool = False
@@ -109,14 +113,28 @@ class Step(StrEnum):
     TIMEOUT = "timeout"  # inconclusive for too long: Slack is told once
     WATCH_OVER = "watch-over"
     ADOPT = "adopt"  # no memory yet: record the revision serving production as stable
+    STEPS_CHANGED = "steps-changed"  # the policy's steps changed under a running canary
 
 
 # Steps that change something and are written to the service (traffic and/or ledger).
 WRITES = frozenset(
-    {Step.START, Step.STEP, Step.PROMOTE, Step.ROLLBACK, Step.AWAIT_APPROVAL, Step.TIMEOUT, Step.WATCH_OVER}
+    {
+        Step.START,
+        Step.STEP,
+        Step.PROMOTE,
+        Step.ROLLBACK,
+        Step.AWAIT_APPROVAL,
+        Step.TIMEOUT,
+        Step.WATCH_OVER,
+        Step.ADOPT,
+        Step.STEPS_CHANGED,
+    }
 )
 # Steps a human hears about in the canary's Slack thread.
-NOTIFIES = frozenset({Step.START, Step.STEP, Step.PROMOTE, Step.ROLLBACK, Step.AWAIT_APPROVAL, Step.TIMEOUT})
+NOTIFIES = frozenset(
+    {Step.START, Step.STEP, Step.PROMOTE, Step.ROLLBACK, Step.AWAIT_APPROVAL, Step.TIMEOUT, Step.STEPS_CHANGED}
+)
+Candidates = Literal["tagged", "any"]
 
 
 class CanaryDecision(Frozen):
@@ -211,8 +229,16 @@ def find_stable(state: ServiceState, ledger: Ledger) -> str:
     return max(usable, key=lambda n: serving[n]) if usable else ""
 
 
-def find_pair(state: ServiceState, ledger: Ledger) -> tuple[str, str] | None:
-    """(candidate, stable): the newest Ready, non-quarantined revision created after stable, or None."""
+def is_deliberate(state: ServiceState, name: str) -> bool:
+    """A revision someone meant for production: tagged ``candidate``, or given traffic by a deploy."""
+    tagged = any(t.kind == "revision" and t.revision == name and t.tag == TAG_CANDIDATE for t in state.traffic)
+    return tagged or state.percent_by_revision().get(name, 0) > 0
+
+
+def find_pair(state: ServiceState, ledger: Ledger, candidates: Candidates = "tagged") -> tuple[str, str] | None:
+    """(candidate, stable), or None. The candidate is the newest Ready, non-quarantined revision
+    created after stable that was chosen deliberately (``is_deliberate``); with ``candidates:
+    any``, any such revision (a ``--no-traffic --tag pr-123`` preview included)."""
     stable = find_stable(state, ledger)
     anchor = state.revision(stable) if stable else None
     if anchor is None:
@@ -220,7 +246,10 @@ def find_pair(state: ServiceState, ledger: Ledger) -> tuple[str, str] | None:
     newer = [
         r
         for r in state.revisions
-        if r.ready and not ledger.is_quarantined(r.name) and r.create_time > anchor.create_time
+        if r.ready
+        and not ledger.is_quarantined(r.name)
+        and r.create_time > anchor.create_time
+        and (candidates == "any" or is_deliberate(state, r.name))
     ]
     if not newer:
         return None
@@ -249,9 +278,25 @@ def split(state: ServiceState, candidate: str, stable: str, percent: int) -> tup
 
 
 def window(cs: CanaryState, cfg: Canary, now: datetime) -> tuple[datetime, datetime] | None:
-    """The span judged for the current step, or None while still inside the metric lag."""
+    """The documented range for the current step, ``[step start + metric_lag, now]``, or None
+    while it holds less than one minute."""
     start = cs.step_started_at + cfg.metric_lag
-    return (start, now) if now - start >= timedelta(minutes=1) else None
+    return (start, now) if now - start >= MINUTE else None
+
+
+def judged_window(cs: CanaryState, cfg: Canary, now: datetime) -> tuple[datetime, datetime] | None:
+    """The window actually measured: the whole minutes ending ``now`` that lie inside ``window``.
+
+    Monitoring aligns its buckets to the end of the read interval, in periods of at least 60 s; a
+    65 s range would be read as a 120 s bucket reaching into the minute before the step. Whole
+    minutes ending now are exactly the 60 s buckets inside the range; the leftover (under a
+    minute, at the start) is not judged.
+    """
+    span = window(cs, cfg, now)
+    if span is None:
+        return None
+    minutes = int((now - span[0]) // MINUTE)
+    return now - minutes * MINUTE, now
 
 
 # -- the state machine ----------------------------------------------------------------------------
@@ -291,11 +336,11 @@ def tick(
     if ledger.hold:
         return CanaryDecision(step=Step.NONE, message=f"service is on hold by {ledger.hold.by}; canary paused")
     cs = CanaryState.from_ledger(ledger.canary)
-    pair = find_pair(state, ledger)
+    pair = find_pair(state, ledger, cfg.candidates)
 
     def start(candidate: str, stable: str, why: str) -> CanaryDecision:
         percent = cfg.steps[0]
-        fresh = CanaryState(candidate=candidate, stable=stable, step=0, step_started_at=now)
+        fresh = CanaryState(candidate=candidate, stable=stable, step=0, step_started_at=now, percent=percent)
         after = ledger.with_last_good(stable).model_copy(update={"canary": fresh.to_ledger()})
         after = _record(after, "step", f"canary started at {percent}%", state, fresh, now)
         return CanaryDecision(
@@ -327,20 +372,31 @@ def tick(
         )
 
     if cs is None:
-        if pair is None:
-            current = find_stable(state, ledger)
+        current = find_stable(state, ledger)
+        if pair is None or not ledger.last_good:
             if current and ledger.last_good != current:
                 # Remember what production runs now, so the next deploy is recognised as a
-                # candidate even when it sends traffic straight to the new revision.
+                # candidate even when it sends traffic straight to the new revision. Without
+                # memory this is all the first tick does: nothing moves.
+                why = "first tick for this service" if not ledger.last_good else "no candidate"
                 return CanaryDecision(
                     step=Step.ADOPT,
-                    message=f"no candidate; {current} recorded as the stable revision",
+                    message=f"{why}; {current} recorded as the stable revision (traffic unchanged)",
                     stable=current,
                     traffic_after=state.traffic,
                     ledger_after=ledger.with_last_good(current),
                 )
             return CanaryDecision(step=Step.NONE, message="no candidate revision to promote", stable=current)
-        return start(*pair, "new Ready revision")
+        new, anchor = pair
+        tagged = any(t.revision == new and t.tag == TAG_CANDIDATE for t in state.traffic)
+        why = (
+            f"new Ready revision tagged {TAG_CANDIDATE}"
+            if tagged
+            else "new Ready revision a deploy sent traffic to"
+            if state.percent_by_revision().get(new, 0) > 0
+            else "new Ready revision (candidates: any)"
+        )
+        return start(new, anchor, why)
 
     candidate = state.revision(cs.candidate)
     stable = state.revision(cs.stable)
@@ -378,7 +434,12 @@ def _advance(
     approved_by: str,
 ) -> CanaryDecision:
     """A canary in progress: fail, wait, time out, ask for approval, step up or promote."""
-    percent = cfg.steps[cs.step]
+    placed = _placement(cfg.steps, cs, state)
+    percent = _share(cfg.steps, cs, state)
+    placed = _placement(cfg.steps, cs, state)  # the steps may have changed since the last tick
+    failed = comparison is not None and comparison.judgement is Judgement.FAIL
+    if placed != (cs.step, percent) and not failed:
+        return _steps_changed(state, ledger, cfg, cs, now, placed)
     elapsed = now - cs.step_started_at
 
     def made(
@@ -458,7 +519,14 @@ def _advance(
     checks = cs.checks + 1
     if target >= 100:
         promoted = cs.model_copy(
-            update={"step": nxt, "step_started_at": now, "promoted_at": now, "checks": checks, "approved_by": approver}
+            update={
+                "step": nxt,
+                "step_started_at": now,
+                "promoted_at": now,
+                "checks": checks,
+                "approved_by": approver,
+                "percent": 100,
+            }
         )
         after = ledger.model_copy(update={"canary": promoted.to_ledger()}).with_last_good(cs.stable)
         after = _record(after, "step", f"promoted after {percent}% passed", state, cs, now)
@@ -471,7 +539,9 @@ def _advance(
             traffic_after=split(state, cs.candidate, cs.stable, 100),
             ledger_after=after,
         )
-    moved = cs.model_copy(update={"step": nxt, "step_started_at": now, "checks": checks, "timeout_notified": False})
+    moved = cs.model_copy(
+        update={"step": nxt, "step_started_at": now, "checks": checks, "timeout_notified": False, "percent": target}
+    )
     after = _record(
         ledger.model_copy(update={"canary": moved.to_ledger()}), "step", f"{percent}% passed", state, cs, now
     )
@@ -480,6 +550,58 @@ def _advance(
         message=f"{cs.candidate} passed {percent}%; now {target}%",
         percent=target,
         traffic_after=split(state, cs.candidate, cs.stable, target),
+        ledger_after=after,
+    )
+
+
+def _share(steps: list[int], cs: CanaryState, state: ServiceState) -> int:
+    """The candidate's share as last written (see ``CanaryState.percent``)."""
+    if cs.percent:
+        return cs.percent
+    if 0 <= cs.step < len(steps):
+        return steps[cs.step]
+    return state.percent_by_revision().get(cs.candidate, 0)
+
+
+def _placement(steps: list[int], cs: CanaryState, state: ServiceState) -> tuple[int, int]:
+    """(step index, share) where a canary continues under the policy's steps as they are now.
+
+    The share is the one last written (``cs.percent``; for older states ``steps[step]``, or the
+    candidate's live share when that index no longer exists). It continues at the first step at
+    or above that share, except that 100% is never reached without a pass: then it keeps its
+    share and the next pass promotes (index one before the last step)."""
+    share = _share(steps, cs, state)
+    index = next(i for i, p in enumerate(steps) if p >= share)  # the last step is 100
+    if steps[index] == share or steps[index] < 100:
+        return index, steps[index]
+    return index - 1, share
+
+
+def _steps_changed(
+    state: ServiceState, ledger: Ledger, cfg: Canary, cs: CanaryState, now: datetime, placed: tuple[int, int]
+) -> CanaryDecision:
+    """The policy's steps changed under a running canary: continue at ``placed`` (``_placement``)."""
+    index, percent = placed
+    was = _share(cfg.steps, cs, state)
+    steps = ", ".join(str(p) for p in cfg.steps)
+    moves = percent != was
+    update: dict[str, Any] = {"step": index, "percent": percent}
+    if moves:
+        update |= {"step_started_at": now, "timeout_notified": False}
+    moved = cs.model_copy(update=update)
+    after = ledger.model_copy(update={"canary": moved.to_ledger()})
+    if moves:
+        after = _record(after, "step", f"policy steps changed to [{steps}]: {was}% → {percent}%", state, cs, now)
+        what = f"continues at {percent}% (was {was}%)"
+    else:
+        what = f"continues at {was}%" + ("; the next pass promotes" if index == len(cfg.steps) - 2 else "")
+    return CanaryDecision(
+        step=Step.STEPS_CHANGED,
+        message=f"policy steps changed to [{steps}] during the canary of {cs.candidate}: {what}",
+        candidate=cs.candidate,
+        stable=cs.stable,
+        percent=percent,
+        traffic_after=split(state, cs.candidate, cs.stable, percent) if moves else state.traffic,
         ledger_after=after,
     )
 

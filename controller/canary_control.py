@@ -8,8 +8,9 @@ out its decisions, the same way :mod:`controller.engine` does for alerts and
   plan (find the canary in the ledger, measure, ``canary.tick``), write traffic and ledger in one
   UpdateService carrying the etag, and on a conflict re-read and re-plan. That is what makes two
   racing ticks safe: the loser's re-plan sees the step that just started and waits.
-* **Evidence.** The window judged is ``canary.window`` (the current step since its traffic change,
-  minus the metric lag, up to now). Candidate and stable are measured over the *same* window with
+* **Evidence.** The window judged is ``canary.judged_window``: the whole minutes ending now inside
+  ``[step start + metric_lag, now]`` (so Monitoring's 60 s buckets, aligned to the end of the read
+  interval, never reach into the minute before the step). Candidate and stable are measured over the *same* window with
   one :meth:`MonitoringApi.evidence` call (5xx, latency and health together), cached per window
   for the whole tick, conflict retries included. Monitoring unavailable → the judgement is
   inconclusive with the reason: the canary holds, it is never promoted on silence (a failure
@@ -280,7 +281,7 @@ class CanaryControl:
             cs = CanaryState.from_ledger(ledger.canary)
             comparison: Comparison | None = None
             span: Window | None = None
-            if cs is not None and cs.promoted_at is None and (bounds := canary.window(cs, cfg, now)) is not None:
+            if cs is not None and cs.promoted_at is None and (bounds := canary.judged_window(cs, cfg, now)) is not None:
                 span = Window(start=bounds[0], end=bounds[1])
                 try:
                     found = evidence.get(span, SIGNALS)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, TextIO
 from controller.alertpolicies import add_command as _add_alert_policies  # alert-policies
 from controller.cli_canary import register as _add_canary  # canary status | tick | gate | approve
 from controller.cli_manual import register as _add_manual  # rollback, undo, hold, release, status
-from controller.policy import Policy, PolicySet, format_duration
+from controller.policy import Policy, PolicySet, format_duration, policy_warnings
 from controller.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ def _validate(args: argparse.Namespace, out: TextIO | None = None, err: TextIO |
         return EXIT_INVALID
     for policy in policies:
         print(summarize(policy, policies.origin(policy.name)), file=out)
+        for warning in policy_warnings(policy):
+            print(f"warning: {policies.origin(policy.name) or policy.name}: {warning}", file=err)
     print(f"OK: {_plural(len(policies), 'policy', 'policies')} in {', '.join(paths)}", file=out)
     return EXIT_OK
 

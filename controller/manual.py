@@ -22,7 +22,11 @@ automatic rollback: tagged entries kept at 0%, LATEST never keeps a share). The 
 the newest Ready, non-quarantined revision older than the one we move away from). Guards, in order:
 ``unknown_revision``, ``target_not_ready``, ``target_quarantined`` (pass ``force`` to override:
 a human may deliberately go back to a quarantined revision; it stays quarantined, so automation
-still never picks it), ``already_serving`` (the target already has 100%), ``no_target``. The
+still never picks it), ``already_serving`` (the target already has 100%), ``no_target``,
+``recent_action`` (the last action on the service was a rollback, automatic, manual or canary,
+within the cooldown of the service's policy: a second ``rollback`` from shell history would walk
+one more revision back and quarantine the good one; the refusal names who rolled back to what,
+and when; ``force`` overrides it too). The
 revision moved away from (the newest revision serving traffic other than the target) is
 quarantined, so nothing automatic promotes it again, and the target becomes the last-good revision.
 
@@ -33,17 +37,22 @@ last action was itself an undo (undoing an undo is a rollback: ask for one expli
 traffic already equals what would be restored; with ``unknown_revision`` / ``target_not_ready``
 when a revision the old traffic names no longer exists or is not Ready. Incidents already handled
 stay recorded, so a redelivery of the same alert does not roll back again; a *new* incident does.
+An undo is a human saying "this was fine": the revision serving the largest share of the restored
+traffic becomes the accepted one (the ledger's last-good, the canary's stable), so no canary is
+started on it. (Undoing a canary rollback restores the split: its stable stays accepted, and the
+candidate, no longer quarantined, gets a fresh canary.)
 
 **Hold** pins the service: automation (alerts, canary) never changes a held service, manual actions
 still work. **Release** lifts it. Both are idempotent (``changed: false`` when there was nothing to
 do). The hold lives in the ledger's ``hold`` entry (by, at, reason); hold and release are not
 recorded as the *last action*, because the last action is what undo restores.
 
-Manual actions are never counted in the automatic daily budget nor the cooldown
+Manual actions are never counted in the automatic daily budget nor the alert path's cooldown
 (``record_action(automatic=False)``), and hold does not block them.
 
 ``ROLLBACK_DRY_RUN=true`` (or ``dry_run`` on a request) makes rollback and undo answer what they
-would do without writing; hold and release change no traffic and are always applied.
+would do without writing, to the caller only (nothing is posted to Slack); hold and release change
+no traffic and are always applied.
 
 Each action writes exactly one structured log line (logger ``controller.manual``, Cloud Logging JSON
 like the alert path) with the actor, and posts a Slack message; Slack failures never block or undo
@@ -55,7 +64,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field
@@ -63,9 +72,11 @@ from pydantic import Field
 from controller.cloudrun import CloudRunApi
 from controller.commit import Change, commit
 from controller.decide import canary_after_rollback, choose_target, rollback_traffic
-from controller.errors import PermanentError
+from controller.errors import ControllerError, PermanentError
 from controller.ledger import Action, Hold, Ledger, Quarantine, read_ledger
 from controller.messages import SlackMessage, console_url
+from controller.policy import PolicySet, Rollback, format_duration
+from controller.policy_files import load_for_runtime
 from controller.settings import Settings
 from controller.slack import Notifier
 from controller.state import Frozen, ServiceRef, ServiceState, TrafficTarget
@@ -83,6 +94,7 @@ ALREADY_SERVING = "already_serving"
 NO_TARGET = "no_target"
 NOTHING_TO_UNDO = "nothing_to_undo"
 CONCURRENT_CHANGE = "concurrent_change"
+RECENT_ACTION = "recent_action"
 GUARDS = (
     UNKNOWN_REVISION,
     TARGET_NOT_READY,
@@ -91,7 +103,10 @@ GUARDS = (
     NO_TARGET,
     NOTHING_TO_UNDO,
     CONCURRENT_CHANGE,
+    RECENT_ACTION,
 )
+# Last actions that moved traffic backwards: another rollback within the cooldown walks further back.
+_ROLLBACK_KINDS = frozenset({"rollback", "manual-rollback", "canary-rollback"})
 
 
 class Refusal(Frozen):
@@ -209,6 +224,7 @@ def plan_rollback(
     now: datetime,
     to_revision: str | None = None,
     force: bool = False,
+    cooldown: timedelta | None = None,
 ) -> Plan:
     """Plan a manual rollback (see the module docstring for the guards and their order)."""
     if to_revision:
@@ -237,6 +253,9 @@ def plan_rollback(
         if not target:
             return _refuse("rollback", NO_TARGET, why)
 
+    recent = _recent_rollback(state, ledger, now, cooldown) if not force else None
+    if recent is not None:
+        return recent
     traffic_after = rollback_traffic(state, target)
     quarantine_reason = f"manual rollback by {actor}" + (f": {reason}" if reason else "")
     ledger_after = (
@@ -270,6 +289,35 @@ def plan_rollback(
         ledger_after=ledger_after,
         message=message,
     )
+
+
+def clock_time(moment: datetime) -> str:
+    """``14:02:05 UTC``: times in refusals, to the second with the zone."""
+    return moment.astimezone(UTC).strftime("%H:%M:%S UTC")
+
+
+def _recent_rollback(state: ServiceState, ledger: Ledger, now: datetime, cooldown: timedelta | None) -> Plan | None:
+    """Refuse a rollback within ``cooldown`` of the last rollback of the service (any kind): a
+    second one, easy from shell history, would walk a further revision back and quarantine the
+    good one."""
+    last = ledger.last_action
+    if cooldown is None or last is None or last.kind not in _ROLLBACK_KINDS or now - last.at >= cooldown:
+        return None
+    minutes = int((now - last.at).total_seconds() // 60)
+    ago = f"{minutes} min ago" if minutes else "less than a minute ago"
+    return _refuse(
+        "rollback",
+        RECENT_ACTION,
+        f"{state.ref.service} was rolled back to {last.to_revision} by {last.actor} at {clock_time(last.at)} "
+        f"({ago}, within the {format_duration(cooldown)} cooldown); pass --force "
+        '(HTTP: "force": true) to go further back',
+    )
+
+
+def accepted_revision(state: ServiceState, traffic: tuple[TrafficTarget, ...]) -> str:
+    """The revision serving the largest share of ``traffic`` (LATEST resolved as the service does)."""
+    shares = state.model_copy(update={"traffic": traffic}).percent_by_revision()
+    return max(shares, key=lambda name: shares[name]) if shares else ""
 
 
 def _lift_quarantine(ledger: Ledger, action: Action) -> Ledger:
@@ -314,7 +362,11 @@ def plan_undo(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
     if _same_traffic(state.traffic, last.before):
         return _refuse("undo", NOTHING_TO_UNDO, f"traffic already is {describe_traffic(last.before)}")
 
-    ledger_after = _lift_quarantine(ledger, last).record_action(
+    # An undo is a human saying "this was fine": what it restores becomes the accepted revision
+    # (stable, last-good), so no canary is started on it and the alert path's target is unchanged.
+    accepted = accepted_revision(state, last.before) or ledger.last_good
+    ledger_after = _lift_quarantine(ledger, last).with_last_good(accepted)
+    ledger_after = ledger_after.record_action(
         Action(
             kind="undo",
             at=now,
@@ -330,7 +382,8 @@ def plan_undo(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
     lifted = "" if ledger_after.is_quarantined(last.from_revision) else f"; {last.from_revision} no longer quarantined"
     message = (
         f"undid the {last.kind} by {last.actor} at {last.at.isoformat()}: traffic restored to "
-        f"{describe_traffic(last.before)}{lifted if last.from_revision else ''}"
+        f"{describe_traffic(last.before)}{lifted if last.from_revision else ''}; "
+        f"{accepted} is the accepted revision now (stable, last-good)"
     )
     return Plan(
         action="undo",
@@ -457,11 +510,35 @@ def render_action(result: ActionResult) -> SlackMessage:
 class ManualControl:
     """Manual actions on one engine: commit() for writes, one log line and one Slack message per action."""
 
-    def __init__(self, run: CloudRunApi, notifier: Notifier, clock: Clock, settings: Settings) -> None:
+    def __init__(
+        self,
+        run: CloudRunApi,
+        notifier: Notifier,
+        clock: Clock,
+        settings: Settings,
+        policies: PolicySet | None = None,
+    ) -> None:
         self.run = run
         self.notifier = notifier
         self.clock = clock
         self.settings = settings
+        self._policies = policies
+
+    def cooldown(self, ref: ServiceRef) -> timedelta:
+        """The cooldown of the service's policy (``rollback.cooldown``), used by the recent-rollback
+        guard. Unreadable policies never block a human: the default cooldown applies (logged)."""
+        if self._policies is None:
+            try:
+                self._policies = load_for_runtime(self.settings.policies)
+            except ControllerError as exc:
+                log.warning(
+                    "manual: policies unreadable (%s); the default %s cooldown guards manual rollbacks",
+                    exc,
+                    format_duration(Rollback().cooldown),
+                )
+                return Rollback().cooldown
+        policy = self._policies.select_for(ref.project, ref.region, ref.service).policy
+        return policy.rollback.cooldown if policy is not None else Rollback().cooldown
 
     # -- actions ------------------------------------------------------------------------------
     def rollback(
@@ -476,24 +553,33 @@ class ManualControl:
         notify: bool = True,
     ) -> ActionResult:
         first_from: list[str] = []
+        cooldown = self.cooldown(ref)
 
         def plan(state: ServiceState, ledger: Ledger) -> Plan:
-            planned = plan_rollback(
-                state, ledger, actor=actor, reason=reason, now=self.clock(), to_revision=to_revision, force=force
-            )
-            if planned.refusal is None and not to_revision:
+            if not to_revision:
                 # "Roll back" without a target means "away from what I saw serving". If the
                 # service changed under us (an automatic rollback won the race), re-planning
-                # would roll back *further*, a second change for one decision: refuse instead.
-                if first_from and planned.from_revision != first_from[0]:
+                # would roll back *further*, a second change for one decision: refuse instead
+                # (before any other guard: this is what the human needs to hear).
+                serving = _newest_serving(state, other_than="")
+                if first_from and serving != first_from[0]:
                     return _refuse(
                         "rollback",
                         CONCURRENT_CHANGE,
                         f"the service changed while acting: {first_from[0]} no longer serves traffic "
                         f"(now {describe_traffic(state.traffic)}); check status and retry if still needed",
                     )
-                first_from.append(planned.from_revision)
-            return planned
+                first_from[:] = [serving]
+            return plan_rollback(
+                state,
+                ledger,
+                actor=actor,
+                reason=reason,
+                now=self.clock(),
+                to_revision=to_revision,
+                force=force,
+                cooldown=cooldown,
+            )
 
         return self._act("rollback", ref, plan, actor=actor, reason=reason, dry_run=dry_run, notify=notify)
 
@@ -591,7 +677,8 @@ class ManualControl:
             confirmed=applied.confirmed if applied else True,
             attempts=done.attempts,
         )
-        if notify and (result.changed or result.dry_run):
+        # A dry run tells only the caller: nothing changed, so the channel has nothing to hear.
+        if notify and result.changed:
             result = result.model_copy(update={"notified": self.notifier.post(render_action(result))})
         self._log(
             logging.INFO if result.confirmed else logging.WARNING,

@@ -242,6 +242,11 @@ class Canary(StrictModel):
         default=timedelta(minutes=30),
         description="after 100%, the old stable stays the alert path's last-good target this long",
     )
+    candidates: Literal["tagged", "any"] = Field(
+        default="tagged",
+        description="which new revisions get a canary: tagged (tag 'candidate', or given traffic by a deploy) "
+        "or any (every newer Ready revision, --no-traffic previews included)",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -268,6 +273,20 @@ class Canary(StrictModel):
                 f"({format_duration(self.metric_lag)}), or no step is ever measured"
             )
         return self
+
+
+def policy_warnings(policy: Policy) -> list[str]:
+    """Things that are valid but probably not meant (``validate`` prints them; they never fail it)."""
+    found: list[str] = []
+    cfg = policy.canary
+    if cfg is not None and cfg.step_for - cfg.metric_lag < timedelta(minutes=1):
+        # Monitoring's smallest bucket is a minute: a step must hold one after its metric lag.
+        found.append(
+            f"canary.step_for ({format_duration(cfg.step_for)}) leaves less than one judgeable minute after "
+            f"canary.metric_lag ({format_duration(cfg.metric_lag)}): every step holds until it is overdue; "
+            f"make step_for at least {format_duration(cfg.metric_lag + timedelta(minutes=1))}"
+        )
+    return found
 
 
 class Verification(StrictModel):

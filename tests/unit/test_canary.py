@@ -100,7 +100,8 @@ def test_compare(candidate: N, stable: N, expected: Judgement) -> None:
 
 
 def test_pair_after_a_no_traffic_deploy() -> None:
-    assert find_pair(state(REVS, [pinned(STABLE, 100)]), Ledger()) == (CANDIDATE, STABLE)
+    deployed = state(REVS, [pinned(STABLE, 100), pinned(CANDIDATE, 0, "candidate")])  # --no-traffic --tag candidate
+    assert find_pair(deployed, Ledger()) == (CANDIDATE, STABLE)
 
 
 def test_pair_when_a_deploy_sent_traffic_straight_to_the_candidate() -> None:
@@ -133,7 +134,8 @@ def test_split_keeps_tags_right() -> None:
 
 
 def test_start() -> None:
-    d = tick(state(REVS, [pinned(STABLE, 100)]), Ledger(), POLICY, T0, None)
+    deployed = state(REVS, [pinned(STABLE, 100), pinned(CANDIDATE, 0, "candidate")])
+    d = tick(deployed, Ledger().with_last_good(STABLE), POLICY, T0, None)
     assert d.step is Step.START
     assert d.traffic_after[:2] == (pinned(STABLE, 90, "stable"), pinned(CANDIDATE, 10, "candidate"))
     assert d.ledger_after is not None

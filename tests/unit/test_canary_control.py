@@ -87,7 +87,10 @@ def make(
     settings: Settings | None = None,
     notifier: RecordingNotifier | None = None,
 ) -> tuple[CanaryControl, InMemoryCloudRun, RecordingNotifier, Clock]:
-    initial = state(REVS, [pinned(STABLE, 100)], annotations=write_ledger(ledger or Ledger(), {}))
+    # The controller already knows the service (last-good) and CI deployed with --tag candidate.
+    known = ledger if ledger is not None else Ledger().with_last_good(STABLE)
+    traffic = [pinned(STABLE, 100), pinned(CANDIDATE, 0, "candidate")]
+    initial = state(REVS, traffic, annotations=write_ledger(known, {}))
     run = InMemoryCloudRun(initial)
     notifier = notifier or RecordingNotifier()
     clock = Clock()
