@@ -183,7 +183,9 @@ class CanaryControl:
                     continue
                 try:
                     reports.append(self.tick(ref))
-                except ControllerError as exc:
+                except Exception as exc:  # one service's failure, even a bug, never stops the others
+                    if not isinstance(exc, ControllerError):
+                        log.exception("canary tick of %s failed unexpectedly", ref)
                     reports.append(CanaryReport(service=ref, error=f"{type(exc).__name__}: {exc}"))
         return reports
 
