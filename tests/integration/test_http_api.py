@@ -390,6 +390,18 @@ def test_force_rolls_back_to_a_quarantined_revision(stack: Stack) -> None:
     assert stack.traffic()[0]["revision"] == OLDEST
 
 
+def test_a_second_rollback_within_the_cooldown_is_409_recent_action_unless_forced(stack: Stack) -> None:
+    assert stack.call("POST", "/rollback", json={**COORDS, "reason": "bad deploy"}).status_code == 200
+    again = stack.call("POST", "/rollback", json={**COORDS, "reason": "again"})
+    assert again.status_code == 409, again.text
+    assert again.json()["error"] == "recent_action"
+    assert f"rolled back to {PREVIOUS} by {ALICE} at" in again.json()["message"]
+    assert again.json()["traffic"] == PREVIOUS_100 == stack.traffic()
+    forced = stack.call("POST", "/rollback", json={**COORDS, "reason": "older still", "force": True})
+    assert forced.status_code == 200, forced.text
+    assert stack.traffic()[0]["revision"] == OLDEST
+
+
 def test_dry_run_changes_nothing(stack: Stack) -> None:
     response = stack.call("POST", "/rollback", json={**COORDS, "reason": "x", "dry_run": True})
     assert response.status_code == 200
@@ -397,6 +409,7 @@ def test_dry_run_changes_nothing(stack: Stack) -> None:
     assert response.json()["changed"] is False
     assert response.json()["traffic"] == LATEST_100
     assert stack.run.patches == []
+    assert stack.slack.messages == []  # a dry run tells only the caller
 
 
 def test_undo_after_an_automatic_rollback_restores_the_exact_previous_traffic(stack: Stack) -> None:

@@ -8,10 +8,11 @@ the judged window is whole minutes inside ``[step start + metric_lag, now]``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 import pytest
-from support import T0, pinned, rev, state
+from support import T0, InMemoryCloudRun, RecordingNotifier, pinned, rev, state
 
 from controller.canary import (
     CanaryState,
@@ -22,11 +23,15 @@ from controller.canary import (
     judged_window,
     tick,
 )
-from controller.ledger import Ledger
+from controller.canary_control import CanaryControl
+from controller.cloudrun import Applied
+from controller.ledger import Ledger, write_ledger
 from controller.manual import RECENT_ACTION, plan_rollback, plan_undo
+from controller.messages import SlackMessage
 from controller.monitoring import Window, queries
-from controller.policy import Canary, Policy, policy_warnings
-from controller.state import ServiceState
+from controller.policy import Canary, Policy, PolicySet, policy_warnings
+from controller.settings import Settings
+from controller.state import ServiceRef, ServiceState, TrafficTarget
 
 STABLE, CANDIDATE, PREVIEW = "svc-00041-abc", "svc-00042-xyz", "svc-00043-pre"
 OLD = "svc-00040-aaa"
@@ -258,3 +263,55 @@ def test_validate_warns_when_a_step_cannot_hold_a_judgeable_minute(
 
 
 REF_FOR_QUERIES = state(REVS).ref
+
+
+# -- point 4: one service's failure never stops the others' ticks ---------------------------------
+
+
+class TwoServices:
+    """``CloudRunApi`` over two in-memory services; the first one's policy was edited mid-canary."""
+
+    def __init__(self, broken: ServiceState, healthy: ServiceState) -> None:
+        self.by_ref = {s.ref: InMemoryCloudRun(s) for s in (broken, healthy)}
+        self.order = [broken.ref, healthy.ref]
+
+    def read(self, ref: ServiceRef) -> ServiceState:
+        return self.by_ref[ref].read(ref)
+
+    def update(
+        self, state: ServiceState, traffic: tuple[TrafficTarget, ...], annotations: Mapping[str, str]
+    ) -> Applied:
+        return self.by_ref[state.ref].update(state, traffic, annotations)
+
+    def list_services(self, project: str, region: str) -> list[ServiceRef]:
+        return list(self.order)
+
+
+def test_tick_all_reports_a_failing_service_and_ticks_the_others() -> None:
+    service, ledger = running_at(2, 50)
+    broken = service.model_copy(update={"annotations": write_ledger(ledger, {})})
+    other_ref = broken.ref.model_copy(update={"service": "cart"})
+    healthy = state(
+        REVS, [pinned(STABLE, 100), pinned(CANDIDATE, 0, "candidate")], annotations=write_ledger(known(), {})
+    )
+    healthy = healthy.model_copy(update={"ref": other_ref})
+    run = TwoServices(broken, healthy)
+
+    class Exploding(RecordingNotifier):
+        def post_in_thread(self, message: SlackMessage, thread_ts: str | None) -> str | None:
+            if "checkout" in message.text:
+                raise RuntimeError("a bug in one service's path")
+            return super().post_in_thread(message, thread_ts)
+
+    control = CanaryControl(
+        run,
+        None,
+        Exploding(),
+        PolicySet([with_policy(steps=[50, 100])]),
+        Settings(),
+        lambda: T0,
+    )
+    reports = control.tick_all(broken.ref.project, broken.ref.region)
+    assert [r.service.service for r in reports] == ["checkout", "cart"]
+    assert "RuntimeError" in reports[0].error
+    assert reports[1].step is Step.START and not reports[1].error
