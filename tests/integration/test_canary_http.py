@@ -76,8 +76,9 @@ class Stack:
     def deploy(self, service: str, annotations: dict[str, str] | None = None, percent: int = 0) -> None:
         """``service`` with STABLE serving and CANDIDATE deployed with --no-traffic (or at ``percent``)."""
         traffic = [{"type": "REVISION", "revision": STABLE, "percent": 100 - percent, "tag": "stable"}]
-        if percent:
-            traffic.append({"type": "REVISION", "revision": CANDIDATE, "percent": percent, "tag": "candidate"})
+        traffic.append({"type": "REVISION", "revision": CANDIDATE, "percent": percent, "tag": "candidate"})
+        if annotations is None:  # the controller already knows stable
+            annotations = write_ledger(Ledger().with_last_good(STABLE), {})
         self.run.add_service(
             PROJECT,
             REGION,
@@ -150,7 +151,7 @@ def test_canary_routes_need_a_token(stack: Stack) -> None:
     for method, path in [("POST", "/canary/tick"), ("POST", "/canary/gate"), ("GET", "/canary/status")]:
         answer = stack.call(method, path, auth=False, params={**COORDS, "service": "checkout"})
         assert answer.status_code == 401, (path, answer.text)
-    assert stack.traffic("checkout") == [(STABLE, 100)]
+    assert stack.traffic("checkout") == [(STABLE, 100), (CANDIDATE, 0)]
 
 
 def test_tick_one_service_starts_its_canary(stack: Stack) -> None:
@@ -179,7 +180,7 @@ def test_tick_all_walks_every_service_with_a_canary_policy(stack: Stack) -> None
     body = answer.json()
     assert body["count"] == 1
     assert [(r["service"]["service"], r["step"]) for r in body["services"]] == [("checkout", "start")]
-    assert stack.traffic("nocanary-api") == [(STABLE, 100)]
+    assert stack.traffic("nocanary-api") == [(STABLE, 100), (CANDIDATE, 0)]
 
 
 def test_gate_answers_inconclusive_while_the_canary_runs(stack: Stack) -> None:

@@ -30,7 +30,7 @@ from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 from controller.emulator.traffic import RevisionProfile, TrafficSimulator
 from controller.engine import Controller
-from controller.ledger import Ledger, read_ledger
+from controller.ledger import Ledger, read_ledger, write_ledger
 from controller.monitoring import MonitoringClient
 from controller.policy import PolicySet
 from controller.policy_files import load_policies
@@ -112,7 +112,7 @@ def deploy(
     stable: RevisionProfile = GOOD,
     requests_per_minute: int = 2000,
 ) -> tuple[TrafficSimulator, ServiceRef]:
-    """``stable`` serves 100% for 10 simulated minutes; the candidate is deployed with --no-traffic."""
+    """``stable`` serves 100% for 10 simulated minutes; the candidate is deployed with --no-traffic --tag candidate."""
     stack.run.add_service(
         PROJECT,
         REGION,
@@ -121,7 +121,12 @@ def deploy(
             RevisionSpec(name=STABLE, create_time=T0 - timedelta(days=2)),
             RevisionSpec(name=CANDIDATE, create_time=T0 - timedelta(minutes=1)),
         ],
-        traffic=[{"type": "REVISION", "revision": STABLE, "percent": 100}],
+        # CI deployed with --no-traffic --tag candidate; the controller already knows stable.
+        traffic=[
+            {"type": "REVISION", "revision": STABLE, "percent": 100},
+            {"type": "REVISION", "revision": CANDIDATE, "percent": 0, "tag": "candidate"},
+        ],
+        annotations=write_ledger(Ledger().with_last_good(STABLE), {}),
     )
     sim = TrafficSimulator(
         stack.run, stack.monitoring, project=PROJECT, region=REGION, service=service,

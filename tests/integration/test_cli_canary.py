@@ -57,8 +57,9 @@ class Stack:
 
     def deploy(self, service: str = "checkout", *, ledger: Ledger | None = None, percent: int = 0) -> None:
         traffic = [{"type": "REVISION", "revision": STABLE, "percent": 100 - percent}]
-        if percent:
-            traffic.append({"type": "REVISION", "revision": CANDIDATE, "percent": percent})
+        # --no-traffic --tag candidate (or a share); the controller already knows stable.
+        traffic.append({"type": "REVISION", "revision": CANDIDATE, "percent": percent, "tag": "candidate"})
+        ledger = ledger if ledger is not None else Ledger().with_last_good(STABLE)
         self.run.add_service(
             PROJECT,
             REGION,

@@ -28,7 +28,7 @@ from controller.cloudrun import Applied
 from controller.ledger import Ledger, write_ledger
 from controller.manual import RECENT_ACTION, plan_rollback, plan_undo
 from controller.messages import SlackMessage
-from controller.monitoring import Window, queries
+from controller.monitoring import Evidence, Window, queries
 from controller.policy import Canary, Policy, PolicySet, policy_warnings
 from controller.settings import Settings
 from controller.state import ServiceRef, ServiceState, TrafficTarget
@@ -315,3 +315,30 @@ def test_tick_all_reports_a_failing_service_and_ticks_the_others() -> None:
     assert [r.service.service for r in reports] == ["checkout", "cart"]
     assert "RuntimeError" in reports[0].error
     assert reports[1].step is Step.START and not reports[1].error
+
+
+class RecordingMonitoring:
+    """``MonitoringApi`` that records the windows asked and has no numbers (inconclusive)."""
+
+    def __init__(self) -> None:
+        self.windows: list[Window] = []
+
+    def evidence(self, ref: ServiceRef, window: Window, *, signals: frozenset[str]) -> Evidence:
+        self.windows.append(window)
+        return Evidence(window=window, revisions={}, calls=len(signals), signals=signals)
+
+
+def test_a_tick_asks_monitoring_for_whole_minutes_inside_the_step() -> None:
+    started = T0 - CFG.metric_lag - timedelta(seconds=65)  # 65 s of judgeable time
+    service, ledger = running_at(0, 10)
+    cs = CanaryState.from_ledger(ledger.canary)
+    assert cs is not None
+    ledger = ledger.model_copy(update={"canary": cs.model_copy(update={"step_started_at": started}).to_ledger()})
+    run = InMemoryCloudRun(service.model_copy(update={"annotations": write_ledger(ledger, {})}))
+    monitoring = RecordingMonitoring()
+    control = CanaryControl(run, monitoring, RecordingNotifier(), PolicySet([POLICY]), Settings(), lambda: T0)
+    report = control.tick(service.ref)
+    assert report.step is Step.WAIT
+    [asked] = monitoring.windows
+    assert (asked.start, asked.end) == (T0 - timedelta(minutes=1), T0)
+    assert report.window == asked
