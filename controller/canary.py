@@ -8,15 +8,23 @@ so every tick, from any instance, continues the same canary; every write goes th
 
 Candidate and stable
     stable    = the ledger's last-good revision if Ready and not quarantined. With no memory
-                yet, the revision serving the largest share: the first tick records it as
-                last-good (a ledger-only write), because without memory a fresh deploy cannot be
-                told from a revision that has served production for weeks.
-    candidate = the newest Ready, non-quarantined revision created after stable (deployed
-                with ``--no-traffic``, or caught when a deploy sent traffic straight to it: the
-                first step takes that traffic back to the first step's share).
+                yet, the revision serving the largest share: the first tick only records it as
+                last-good (``adopt``, a ledger-only write; nothing moves), because without memory
+                a fresh deploy cannot be told from a revision that has served production for weeks.
+    candidate = the newest Ready, non-quarantined revision created after stable that someone
+                chose deliberately (``is_deliberate``): tagged ``candidate`` (``--no-traffic --tag
+                candidate``), or given traffic by a deploy (caught: the first step takes that
+                traffic back to the first step's share). A ``--tag pr-123`` preview is not one;
+                the policy's ``candidates: any`` makes every newer Ready revision one.
+    An undo (``controller.manual``) makes the restored revision last-good, i.e. stable: no
+    canary is started on what a human just said is fine.
 
 Each step lasts ``step_for`` from its traffic change. Its first ``metric_lag`` is ignored while
-metrics catch up; the window judged is ``[step start + metric_lag, now]``.
+metrics catch up; the range judged is ``[step start + metric_lag, now]``, read as the whole
+minutes of it ending now (``judged_window``).
+
+Policy edited during a canary: ``steps-changed`` continues at the first step at or above the
+candidate's share as last written (``_placement``), never at 100% without a pass.
 
 Judgement, candidate against stable over that window (``compare``); precedence is written
 down once: **fail beats inconclusive beats pass**.

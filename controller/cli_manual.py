@@ -59,7 +59,9 @@ def register(subparsers: Subparsers) -> None:
     _common(p)
     p.add_argument("--to", dest="to_revision", default=None, metavar="REVISION", help="target revision")
     p.add_argument("--reason", required=True, help="why (recorded with the action)")
-    p.add_argument("--force", action="store_true", help="allow a quarantined target")
+    p.add_argument(
+        "--force", action="store_true", help="allow a quarantined target, or a rollback within the cooldown of the last"
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
     p.set_defaults(handler=_run, action="rollback")
 
