@@ -342,3 +342,21 @@ def test_a_tick_asks_monitoring_for_whole_minutes_inside_the_step() -> None:
     [asked] = monitoring.windows
     assert (asked.start, asked.end) == (T0 - timedelta(minutes=1), T0)
     assert report.window == asked
+
+
+def test_a_rollback_after_an_undo_is_allowed_and_goes_where_the_first_went() -> None:
+    serving = state(REVS, [pinned(CANDIDATE, 100)])
+    first = plan_rollback(serving, known(), actor="alice", reason="", now=T0)
+    assert first.ledger_after is not None
+    undone = plan_undo(state(REVS, list(first.traffic_after)), first.ledger_after, actor="alice", reason="", now=T0)
+    assert undone.ledger_after is not None
+    again = plan_rollback(
+        state(REVS, list(undone.traffic_after)),
+        undone.ledger_after,
+        actor="alice",
+        reason="it was bad after all",
+        now=T0 + timedelta(minutes=1),
+        cooldown=timedelta(minutes=15),
+    )
+    assert again.refusal is None
+    assert again.to_revision == STABLE
