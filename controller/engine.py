@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller import logs
-from controller.alert import Alert, alert_from_incident
+from controller.alert import Alert, alert_from_incident, check_names
 from controller.cloudrun import Applied, CloudRunApi, CloudRunClient, OperationFailed
 from controller.commit import Change, commit
 from controller.decide import WOULD_ACT, Decision, Reason, decide
@@ -117,6 +117,7 @@ class Controller:
         try:
             notification, delivery = parse_cloud_event(event)
             alert = alert_from_incident(notification)
+            check_names(alert)  # before any name goes into a resource name (controller/names.py)
         except MalformedInput as exc:
             self._log_rejected(str(exc), _event_id(event), started)
             return Outcome(error=str(exc))
