@@ -10,6 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import functions_framework
+from cloudevents.exceptions import DataUnmarshallerError
+
+from controller.edge import rejected_body
+
+# A body functions-framework itself cannot parse (5,000 levels deep) is a 400, not a 500.
+functions_framework.errorhandler(RecursionError)(rejected_body)
+functions_framework.errorhandler(DataUnmarshallerError)(rejected_body)
 
 
 @functions_framework.cloud_event

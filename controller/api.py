@@ -215,6 +215,8 @@ def _parse_json_object(raw: bytes) -> dict[str, Any]:
         value = json.loads(raw)
     except ValueError as exc:
         raise _invalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    except RecursionError:
+        raise _invalid([{"field": "body", "message": "JSON nested too deeply"}]) from None
     if not isinstance(value, dict):
         raise _invalid([{"field": "body", "message": "must be a JSON object"}])
     return value
