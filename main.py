@@ -12,11 +12,16 @@ from typing import Any
 import functions_framework
 from cloudevents.exceptions import DataUnmarshallerError
 
-from controller.edge import rejected_body
 
-# A body functions-framework itself cannot parse (5,000 levels deep) is a 400, not a 500.
-functions_framework.errorhandler(RecursionError)(rejected_body)
-functions_framework.errorhandler(DataUnmarshallerError)(rejected_body)
+def _rejected_body(exc: BaseException) -> Any:
+    """A body functions-framework itself cannot parse (5,000 levels deep): 400, not 500."""
+    from controller.edge import rejected_body
+
+    return rejected_body(exc)
+
+
+functions_framework.errorhandler(RecursionError)(_rejected_body)
+functions_framework.errorhandler(DataUnmarshallerError)(_rejected_body)
 
 
 @functions_framework.cloud_event
