@@ -33,6 +33,7 @@ _HEADERS = {
 _DEFAULT_HEADER = ":information_source: {service}: {reason}"
 FAILED_HEADER = ":rotating_light: Rollback of {service} FAILED"
 UNCONFIRMED_HEADER = ":warning: Rolled back {service} (operation not confirmed yet)"
+LATE_HEADER = ":rewind: Rolled back {service} (announced late: the first attempt never saw its write confirmed)"
 
 
 class SlackMessage(Frozen):
