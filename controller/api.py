@@ -509,8 +509,15 @@ def build_api(env: Mapping[str, str]) -> Api:
         notifier,
         utc_now,
     )
+    from controller.slack_guard import SlackGuard
+
     slack = SlackActionHandler(
-        SlackVerifier(auth), slack_control, notifier, slack_api_url=settings.slack_api_url, canary=slack_canary
+        SlackVerifier(auth),
+        slack_control,
+        notifier,
+        slack_api_url=settings.slack_api_url,
+        canary=slack_canary,
+        guard=SlackGuard(team_id=settings.slack_team_id),
     )
     return Api(
         control,

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from controller.canary_control import CanaryControl
     from controller.manual import ActionResult, ManualControl
     from controller.slack import Notifier
+    from controller.slack_guard import SlackGuard
 
 log = logging.getLogger("controller.slack_actions")
 
@@ -159,6 +160,11 @@ class SlackUser(_Lenient):
     id: str = Field(min_length=1, max_length=64)
     username: str = ""
     name: str = ""
+    team_id: str = ""
+
+
+class SlackTeam(_Lenient):
+    id: str = ""
 
 
 class SlackContainer(_Lenient):
@@ -185,6 +191,7 @@ class SlackPostedMessage(_Lenient):
 class BlockActions(_Lenient):
     type: str
     user: SlackUser
+    team: SlackTeam | None = None
     container: SlackContainer = SlackContainer()
     channel: SlackChannel | None = None
     message: SlackPostedMessage | None = None
@@ -228,7 +235,11 @@ class SlackActionHandler:
         *,
         slack_api_url: str | None = None,
         canary: CanaryControl | None = None,
+        guard: SlackGuard | None = None,
     ) -> None:
+        from controller.slack_guard import SlackGuard
+
+        self._guard = guard or SlackGuard()
         self._verifier = verifier
         self._control = control
         self._notifier = notifier
@@ -251,6 +262,12 @@ class SlackActionHandler:
                 "fields": [{"field": "payload", "message": str(exc)}],
             }, 422
         self._verifier.check_user(payload.user.id)
+        # Workspace, the value against its own message, replays (controller/slack_guard.py).
+        refusal = self._guard.check(payload, body, headers)
+        if refusal is not None:
+            if not refusal.tell:
+                return {"ok": False, "error": refusal.error, "message": refusal.text}, 200
+            return self._ephemeral(payload, refusal.text, error=refusal.error), 200
         if payload.type != "block_actions":
             return self._ephemeral(payload, f"interaction type {payload.type!r} is not handled"), 200
         action = payload.actions[0]  # Slack sends one action per button press
