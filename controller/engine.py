@@ -133,6 +133,7 @@ class Controller:
         ref: ServiceRef | None = None
         attempts = 0
         try:
+            check_names(alert)  # also for callers other than Pub/Sub (the CLI, tests)
             if alert.is_test:
                 decision = decide(alert, None, None, Ledger(), self.clock(), dry_run=self.settings.dry_run)
                 return self._finish(alert, None, decision, delivery, started, attempts=0)
