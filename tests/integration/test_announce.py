@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,6 +179,39 @@ def test_confirmed_rollback_is_announced_once_and_recorded(
     ctl.handle_cloud_event(delivery("m1"))  # Pub/Sub may redeliver even an acknowledged message
     assert len(rolled_back(notes)) == 1
     assert K_UNANNOUNCED not in run_emulator.service(PROJECT, REGION, SERVICE)["annotations"]
+
+
+def test_a_real_read_timeout_after_the_commit_is_announced_once(
+    run_emulator: CloudRunEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No wrapper: the emulator's observer hook holds the answer of the committed PATCH longer than
+    # the client's timeout, so requests raises ReadTimeout inside the real adapter.
+    logs.configure()
+    seed(run_emulator)
+    held: list[str] = []
+
+    def hold_answer(rec: PatchRecord) -> None:
+        if rec.outcome == "applied" and not held:
+            held.append(rec.operation)
+            time.sleep(1.0)
+
+    run_emulator.after_patch = hold_answer
+    try:
+        client = CloudRunClient(run_emulator.url, api_timeout=0.3, operation_timeout=0.3)
+        notes = RecordingNotifier()
+        settings = Settings(api_timeout=0.3, operation_timeout=0.3)
+        ctl = Controller(settings, client, notes, policies=load_policies(ROOT / "policies"), clock=lambda: T0)
+        with pytest.raises(TemporaryError):  # the answer timed out: Pub/Sub redelivers
+            ctl.handle_cloud_event(delivery("m1"))
+        assert run_emulator.applied_traffic_changes(PROJECT, REGION, SERVICE) == 1
+        assert rolled_back(notes) == []
+        for _ in range(2):
+            ctl.handle_cloud_event(delivery("m1"))
+        (text,) = rolled_back(notes)
+        assert "announced late" in text and f"Serving now: {PREVIOUS} 100%" in text
+    finally:
+        run_emulator.after_patch = None
+    capsys.readouterr()
 
 
 # --------------------------------------------------------------------------- point 4: a crash
