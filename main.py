@@ -10,6 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 import functions_framework
+from cloudevents.exceptions import DataUnmarshallerError
+
+
+def _rejected_body(exc: BaseException) -> Any:
+    """A body functions-framework itself cannot parse (5,000 levels deep): 400, not 500."""
+    from controller.edge import rejected_body
+
+    return rejected_body(exc)
+
+
+functions_framework.errorhandler(RecursionError)(_rejected_body)
+functions_framework.errorhandler(DataUnmarshallerError)(_rejected_body)
 
 
 @functions_framework.cloud_event

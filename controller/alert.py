@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from controller import names
 from controller.incident import Notification
 from controller.state import Frozen
 
@@ -167,3 +168,18 @@ def alert_from_incident(notification: Notification) -> Alert:
         started_at=incident.started_at,
         ended_at=incident.ended_at,
     )
+
+
+def check_names(alert: Alert) -> None:
+    """Raise ``MalformedInput`` when a name the controller would act on is not in Google's format.
+
+    Checked at the edge (``controller.names``), before anything builds a resource name from them;
+    a console test notification is exempt (its example resource is never acted on).
+    """
+    if alert.is_test:
+        return
+    where = f"incident {names.shown(alert.incident_id)}"
+    names.check("project", alert.project, where=where)
+    names.check("region", alert.region, where=where)
+    names.check("service", alert.service, where=where)
+    names.check("revision", alert.revision, where=where)

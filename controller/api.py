@@ -215,6 +215,8 @@ def _parse_json_object(raw: bytes) -> dict[str, Any]:
         value = json.loads(raw)
     except ValueError as exc:
         raise _invalid([{"field": "body", "message": f"not valid JSON: {exc}"}]) from None
+    except RecursionError:
+        raise _invalid([{"field": "body", "message": "JSON nested too deeply"}]) from None
     if not isinstance(value, dict):
         raise _invalid([{"field": "body", "message": "must be a JSON object"}])
     return value
@@ -507,8 +509,15 @@ def build_api(env: Mapping[str, str]) -> Api:
         notifier,
         utc_now,
     )
+    from controller.slack_guard import SlackGuard
+
     slack = SlackActionHandler(
-        SlackVerifier(auth), slack_control, notifier, slack_api_url=settings.slack_api_url, canary=slack_canary
+        SlackVerifier(auth),
+        slack_control,
+        notifier,
+        slack_api_url=settings.slack_api_url,
+        canary=slack_canary,
+        guard=SlackGuard(team_id=settings.slack_team_id),
     )
     return Api(
         control,

@@ -14,6 +14,7 @@ from typing import Any
 
 from controller.canary import CanaryDecision, Step
 from controller.messages import SlackMessage, console_url
+from controller.mrkdwn import escape, link
 from controller.state import ServiceRef
 
 _HEADERS: dict[Step, str] = {
@@ -40,25 +41,26 @@ def render_canary(
     head = _HEADERS.get(decision.step, _DEFAULT).format(service=ref.service, step=decision.step.value)
     if not confirmed:
         head += UNCONFIRMED
-    fields = [
-        f"*Service*\n{ref.service}",
-        f"*Project / region*\n{ref.project} / {ref.region}",
-        f"*Candidate*\n`{decision.candidate or '?'}`",
-        f"*Stable*\n`{decision.stable or '?'}`",
+    fields = [  # escaped: names and reasons may come from outside (controller/mrkdwn.py)
+        f"*Service*\n{escape(ref.service)}",
+        f"*Project / region*\n{escape(ref.project)} / {escape(ref.region)}",
+        f"*Candidate*\n`{escape(decision.candidate or '?')}`",
+        f"*Stable*\n`{escape(decision.stable or '?')}`",
         f"*Candidate's share now*\n{decision.percent}%",
     ]
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": decision.message[:2900]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": escape(decision.message)[:2900]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields]},
     ]
     comparison = decision.comparison
     if comparison is not None and (comparison.lines or comparison.reasons):
         lines = [f"*Judgement: {comparison.judgement.value}* (candidate against stable, same window)"]
-        lines += [f"• {line}" for line in comparison.lines]
-        lines += [f"• _{reason}_" for reason in comparison.reasons]
+        lines += [f"• {escape(line)}" for line in comparison.lines]
+        lines += [f"• _{escape(reason)}_" for reason in comparison.reasons]
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
-    context = f"<{console_url(ref.project, ref.region, ref.service)}|Cloud Run console> · policy `{policy}`"
+    console = link(console_url(ref.project, ref.region, ref.service), "Cloud Run console")
+    context = f"{console} · policy `{escape(policy)}`"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:2900]}]})
     if decision.step is Step.AWAIT_APPROVAL:
         # Imported here: slack_actions is only needed for the one message that has a button.
@@ -66,4 +68,4 @@ def render_canary(
 
         blocks.extend(promote_blocks(ref, decision.candidate))
     # The plain text is what phones and screen readers show; it must stand on its own.
-    return SlackMessage(text=f"{head}: {decision.message}"[:3000], blocks=tuple(blocks), channel=channel)
+    return SlackMessage(text=escape(f"{head}: {decision.message}")[:3000], blocks=tuple(blocks), channel=channel)

@@ -25,18 +25,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller import logs
-from controller.alert import Alert, alert_from_incident
+from controller.alert import Alert, alert_from_incident, check_names
+from controller.announce import late_announcement
 from controller.cloudrun import Applied, CloudRunApi, CloudRunClient, OperationFailed
 from controller.commit import Change, commit
 from controller.decide import WOULD_ACT, Decision, Reason, decide
 from controller.errors import (
+    ControllerError,
     MalformedInput,
     PermanentError,
     TemporaryError,
 )
 from controller.incident import DeliveryInfo, parse_cloud_event
-from controller.ledger import Ledger
-from controller.messages import FAILED_HEADER, UNCONFIRMED_HEADER, render
+from controller.ledger import Ledger, read_ledger
+from controller.messages import FAILED_HEADER, LATE_HEADER, UNCONFIRMED_HEADER, render
 from controller.monitoring import (
     Evidence,
     EvidenceCache,
@@ -117,6 +119,7 @@ class Controller:
         try:
             notification, delivery = parse_cloud_event(event)
             alert = alert_from_incident(notification)
+            check_names(alert)  # before any name goes into a resource name (controller/names.py)
         except MalformedInput as exc:
             self._log_rejected(str(exc), _event_id(event), started)
             return Outcome(error=str(exc))
@@ -130,14 +133,31 @@ class Controller:
         ref: ServiceRef | None = None
         attempts = 0
         try:
+            check_names(alert)  # also for callers other than Pub/Sub (the CLI, tests)
             if alert.is_test:
                 decision = decide(alert, None, None, Ledger(), self.clock(), dry_run=self.settings.dry_run)
                 return self._finish(alert, None, decision, delivery, started, attempts=0)
             ref = self._service_ref(alert)
             selection = self.policies().select(alert.model_copy(update={"project": ref.project}))
             policy = selection.policy
-            decision, applied, attempts = self._decide_and_act(alert, ref, policy, selection.reason)
-            return self._finish(alert, policy, decision, delivery, started, attempts=attempts, applied=applied)
+            message_id = delivery.message_id if delivery else ""
+            decision, applied, attempts, seen = self._decide_and_act(
+                alert, ref, policy, selection.reason, message_id=message_id
+            )
+            if decision.reason is Reason.ALREADY_HANDLED:
+                late = late_announcement(
+                    alert, seen, read_ledger(seen.annotations), message_id=message_id, policy=decision.policy
+                )
+                if late is not None:  # the write happened, nobody was told (controller/announce.py)
+                    outcome = self._finish(
+                        alert, policy, late, delivery, started, attempts=attempts, header=LATE_HEADER, late=True
+                    )
+                    self._mark_announced(ref, alert.incident_id, outcome.notified)
+                    return outcome
+            outcome = self._finish(alert, policy, decision, delivery, started, attempts=attempts, applied=applied)
+            if decision.changes_traffic:
+                self._mark_announced(ref, alert.incident_id, outcome.notified)
+            return outcome
         except OperationFailed as exc:
             # The API accepted the write but could not complete it: tell humans loudly, and do
             # not retry blindly (the same write would fail the same way).
@@ -150,8 +170,8 @@ class Controller:
 
     # -- the loop --------------------------------------------------------------------------
     def _decide_and_act(
-        self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str
-    ) -> tuple[Decision, Applied | None, int]:
+        self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str, *, message_id: str = ""
+    ) -> tuple[Decision, Applied | None, int, ServiceState]:
         evidence = _Evidence(self.monitoring, ref) if self.monitoring is not None else None
 
         def plan(state: ServiceState, ledger: Ledger) -> tuple[Decision, Change | None]:
@@ -184,10 +204,31 @@ class Controller:
                 decision = decide_with(evidence.verify(claim, policy, state, decision, now))
             if not decision.changes_traffic or decision.ledger_after is None:
                 return decision, None
-            return decision, Change(decision.traffic_after, decision.ledger_after)
+            # Unannounced until Slack has it: a redelivery of this message then knows to tell.
+            ledger_after = decision.ledger_after.await_announcement(alert.incident_id, message_id=message_id, now=now)
+            return decision, Change(decision.traffic_after, ledger_after)
 
         done = commit(self.run, ref, plan, retries=self.settings.conflict_retries)
-        return done.outcome, done.applied, done.attempts
+        return done.outcome, done.applied, done.attempts, done.state
+
+    def _mark_announced(self, ref: ServiceRef, incident_id: str, notified: bool) -> None:
+        """Record that Slack was told (a second write, traffic unchanged); see controller/announce.py."""
+        if not notified:
+            return  # the entry stays: a redelivery of this message tries again
+
+        def plan(state: ServiceState, ledger: Ledger) -> tuple[None, Change | None]:
+            if ledger.pending_announcement(incident_id) is None:
+                return None, None
+            return None, Change(state.traffic, ledger.announced(incident_id))
+
+        try:
+            commit(self.run, ref, plan, retries=self.settings.conflict_retries)
+        except ControllerError as exc:
+            # Told but not recorded: at worst a redelivery of this message says it twice.
+            log.warning(
+                "announcement not recorded in the ledger",
+                extra={"fields": {"event": "alert", "incident": {"id": incident_id}, "error": str(exc)}},
+            )
 
     def _service_ref(self, alert: Alert) -> ServiceRef:
         project = alert.project or self.settings.default_project
@@ -211,11 +252,13 @@ class Controller:
         *,
         attempts: int,
         applied: Applied | None = None,
+        header: str | None = None,
+        late: bool = False,
     ) -> Outcome:
         confirmed = applied.confirmed if applied else True
         notified = False
         if decision.notify:
-            header = UNCONFIRMED_HEADER if not confirmed else None
+            header = UNCONFIRMED_HEADER if not confirmed else header
             extra = applied.detail if applied and not confirmed else ""
             notified = self._notify(decision, alert, policy, header=header, extra=extra)
         self._log(
@@ -228,6 +271,7 @@ class Controller:
             attempts=attempts,
             notified=notified,
             confirmed=confirmed,
+            **({"announced_late": True} if late else {}),
         )
         return Outcome(decision=decision, attempts=attempts, confirmed=confirmed, notified=notified)
 

@@ -17,6 +17,7 @@ Keys (all under ``rollback-controller/``; values are short JSON or plain strings
 ``actions``                 times of recent automatic actions (cooldown, daily budget)
 ``hold``                    a human pinned the service: automation keeps its hands off
 ``canary``                  canary state (opaque to this module)
+``unannounced``             rollbacks written but not yet told in Slack (announce exactly once)
 ==========================  =============================================================
 
 Every list is bounded, so the annotations never grow without limit. Reading is tolerant:
@@ -52,6 +53,7 @@ K_LAST_ACTION = PREFIX + "last-action"
 K_ACTIONS = PREFIX + "actions"
 K_HOLD = PREFIX + "hold"
 K_CANARY = PREFIX + "canary"
+K_UNANNOUNCED = PREFIX + "unannounced"
 
 ActionKind = Literal["rollback", "manual-rollback", "undo", "canary-step", "canary-rollback"]
 
@@ -89,6 +91,19 @@ class Hold(Frozen):
     reason: str = ""
 
 
+class Unannounced(Frozen):
+    """A rollback recorded by the write of Pub/Sub message ``message_id`` and not yet announced.
+
+    Written in the same UpdateService as the rollback, removed once Slack was told: a redelivery
+    of that message that finds it knows its earlier attempt never saw the write confirmed (answer
+    lost, crash before the post), and announces it (``controller.announce``).
+    """
+
+    incident_id: str
+    message_id: str = ""
+    at: datetime
+
+
 class Ledger(Frozen):
     last_good: str = ""
     quarantined: tuple[Quarantine, ...] = ()
@@ -97,12 +112,19 @@ class Ledger(Frozen):
     actions: tuple[datetime, ...] = ()
     hold: Hold | None = None
     canary: dict[str, Any] | None = None
+    unannounced: tuple[Unannounced, ...] = ()
     problems: tuple[str, ...] = Field(default=(), exclude=True)
 
     # -- queries ---------------------------------------------------------------------
     def handled(self, incident_id: str) -> HandledIncident | None:
         for item in self.incidents:
             if item.id == incident_id:
+                return item
+        return None
+
+    def pending_announcement(self, incident_id: str) -> Unannounced | None:
+        for item in self.unannounced:
+            if item.incident_id == incident_id:
                 return item
         return None
 
@@ -127,6 +149,15 @@ class Ledger(Frozen):
         items = (*kept, HandledIncident(id=incident_id, at=now, to=to))[-MAX_INCIDENTS:]
         return self.model_copy(update={"incidents": items})
 
+    def await_announcement(self, incident_id: str, *, message_id: str, now: datetime) -> Ledger:
+        kept = tuple(i for i in self.unannounced if i.incident_id != incident_id)
+        item = Unannounced(incident_id=incident_id, message_id=message_id, at=now)
+        return self.model_copy(update={"unannounced": (*kept, item)[-MAX_INCIDENTS:]})
+
+    def announced(self, incident_id: str) -> Ledger:
+        kept = tuple(i for i in self.unannounced if i.incident_id != incident_id)
+        return self.model_copy(update={"unannounced": kept})
+
     def quarantine(self, revision: str, *, reason: str, now: datetime) -> Ledger:
         if not revision or self.is_quarantined(revision):
             return self
@@ -141,6 +172,7 @@ _QUARANTINED = TypeAdapter(tuple[Quarantine, ...])
 _INCIDENTS = TypeAdapter(tuple[HandledIncident, ...])
 _ACTIONS = TypeAdapter(tuple[datetime, ...])
 _CANARY = TypeAdapter(dict[str, Any])
+_UNANNOUNCED = TypeAdapter(tuple[Unannounced, ...])
 
 
 def _parse(key: str, raw: str, adapter: TypeAdapter[Any], problems: list[str]) -> Any:
@@ -168,6 +200,7 @@ def read_ledger(annotations: Mapping[str, str]) -> Ledger:
         (K_LAST_ACTION, "last_action", TypeAdapter(Action)),
         (K_HOLD, "hold", TypeAdapter(Hold)),
         (K_CANARY, "canary", _CANARY),
+        (K_UNANNOUNCED, "unannounced", _UNANNOUNCED),
     ):
         raw = annotations.get(key)
         if raw:
@@ -194,6 +227,7 @@ def write_ledger(ledger: Ledger, annotations: Mapping[str, str]) -> dict[str, st
         K_ACTIONS: _dump(data["actions"]) if ledger.actions else "",
         K_HOLD: _dump(data["hold"]) if ledger.hold else "",
         K_CANARY: _dump(data["canary"]) if ledger.canary is not None else "",
+        K_UNANNOUNCED: _dump(data["unannounced"]) if ledger.unannounced else "",
     }
     out.update({k: v for k, v in entries.items() if v})
     return out

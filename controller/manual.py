@@ -476,26 +476,30 @@ def render_action(result: ActionResult) -> SlackMessage:
         head = f":test_tube: DRY RUN: {head} (traffic unchanged)"
     elif not result.changed:
         head = f":information_source: {ref.service}: {result.action}, nothing to change"
+    from controller.mrkdwn import escape, link
+
+    # Reasons and actors come from humans (the API, Slack names): escaped (controller/mrkdwn.py).
     fields = [
-        f"*Service*\n{ref.service}",
-        f"*Project / region*\n{ref.project} / {ref.region}",
-        f"*Actor*\n{result.actor}",
-        f"*Traffic now*\n{describe_traffic(result.traffic)}",
+        f"*Service*\n{escape(ref.service)}",
+        f"*Project / region*\n{escape(ref.project)} / {escape(ref.region)}",
+        f"*Actor*\n{escape(result.actor)}",
+        f"*Traffic now*\n{escape(describe_traffic(result.traffic))}",
     ]
     if result.from_revision or result.to_revision:
-        fields.append(f"*From → to*\n`{result.from_revision or '?'}` → `{result.to_revision or '?'}`")
+        moved = f"`{escape(result.from_revision or '?')}` → `{escape(result.to_revision or '?')}`"
+        fields.append(f"*From → to*\n{moved}")
     if result.reason:
-        fields.append(f"*Reason*\n{result.reason}")
+        fields.append(f"*Reason*\n{escape(result.reason)}")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": result.message[:2900]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": escape(result.message)[:2900]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields[:10]]},
         {
             "type": "context",
             "elements": [
                 {
                     "type": "mrkdwn",
-                    "text": f"<{console_url(ref.project, ref.region, ref.service)}|Cloud Run console> · "
+                    "text": f"{link(console_url(ref.project, ref.region, ref.service), 'Cloud Run console')} · "
                     f"manual `{result.action}`",
                 }
             ],
@@ -504,7 +508,7 @@ def render_action(result: ActionResult) -> SlackMessage:
     if result.changed and not result.dry_run:
         held = result.hold is not None
         blocks.extend(action_blocks(ref, undo=result.action == "rollback", hold=not held, release=held))
-    return SlackMessage(text=f"{head}: {result.message}"[:3000], blocks=tuple(blocks))
+    return SlackMessage(text=escape(f"{head}: {result.message}")[:3000], blocks=tuple(blocks))
 
 
 class ManualControl:

@@ -12,6 +12,7 @@ from typing import Any
 
 from controller.alert import Alert
 from controller.decide import Decision, Reason
+from controller.mrkdwn import escape, link
 from controller.policy import Policy, format_duration
 from controller.state import Frozen
 
@@ -32,6 +33,7 @@ _HEADERS = {
 _DEFAULT_HEADER = ":information_source: {service}: {reason}"
 FAILED_HEADER = ":rotating_light: Rollback of {service} FAILED"
 UNCONFIRMED_HEADER = ":warning: Rolled back {service} (operation not confirmed yet)"
+LATE_HEADER = ":rewind: Rolled back {service} (announced late: the first attempt never saw its write confirmed)"
 
 
 class SlackMessage(Frozen):
@@ -92,14 +94,16 @@ def render(
     ref = decision.service
     name = ref.service if ref else (alert.service or "unknown service")
     head = (header or _HEADERS.get(decision.reason, _DEFAULT_HEADER)).format(service=name, reason=decision.reason.value)
+    # Everything interpolated into mrkdwn below may come from outside (labels, the incident, a
+    # human's reason): escaped (controller/mrkdwn.py); only our own markup stays live.
     fields: list[str] = []
     if ref:
-        fields.append(f"*Service*\n{ref.service}")
-        fields.append(f"*Project / region*\n{ref.project} / {ref.region}")
+        fields.append(f"*Service*\n{escape(ref.service)}")
+        fields.append(f"*Project / region*\n{escape(ref.project)} / {escape(ref.region)}")
     if decision.suspect or decision.target:
-        fields.append(f"*From → to*\n`{decision.suspect or '?'}` → `{decision.target or 'none'}`")
+        fields.append(f"*From → to*\n`{escape(decision.suspect or '?')}` → `{escape(decision.target or 'none')}`")
     if not alert.is_test:
-        fields.append(f"*Trigger*\n{describe_trigger(alert, policy)}")
+        fields.append(f"*Trigger*\n{escape(describe_trigger(alert, policy))}")
     mode: str = policy.mode if policy else "n/a"
     if decision.reason is Reason.DRY_RUN:
         mode = "DRY RUN"
@@ -108,11 +112,11 @@ def render(
 
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": decision.message[:2900]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": escape(decision.message)[:2900]}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields[:10]]},
     ]
     if decision.evidence:
-        measured = "\n".join(f"• {line}" for line in decision.evidence)
+        measured = "\n".join(f"• {escape(line)}" for line in decision.evidence)
         blocks.append(
             {
                 "type": "section",
@@ -120,13 +124,14 @@ def render(
             }
         )
     if extra:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": extra[:2900]}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": escape(extra)[:2900]}})
     links = []
     if alert.url:
-        links.append(f"<{alert.url}|Incident {alert.incident_id}>")
+        links.append(link(alert.url, f"Incident {alert.incident_id}"))
     if ref:
-        links.append(f"<{console_url(ref.project, ref.region, ref.service)}|Cloud Run console>")
-    context = " · ".join([*links, f"policy `{decision.policy or 'none'}`", f"reason `{decision.reason.value}`"])
+        links.append(link(console_url(ref.project, ref.region, ref.service), "Cloud Run console"))
+    policy_name = escape(decision.policy or "none")
+    context = " · ".join([*links, f"policy `{policy_name}`", f"reason `{decision.reason.value}`"])
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:2900]}]})
     blocks.extend(actions)
     # The plain text is what phones and screen readers show; it must stand on its own.
@@ -134,5 +139,5 @@ def render(
     detail = (
         decision.message.removeprefix("rolled back ") if decision.reason is Reason.ROLLED_BACK else decision.message
     )
-    text = f"{head}: {detail}"
+    text = escape(f"{head}: {detail}")
     return SlackMessage(text=text[:3000], blocks=tuple(blocks), channel=channel)

@@ -37,6 +37,8 @@ class Settings(BaseModel):
     slack_channel: str | None = None
     slack_webhook_url: SecretStr | None = None
     slack_api_url: str | None = None
+    # The one Slack workspace whose button presses are obeyed (ROLLBACK_SLACK_TEAM_ID; unset: any).
+    slack_team_id: str | None = None
     dry_run: bool = False
     default_project: str | None = None
     # Regions the canary tick walks when a request names none (ROLLBACK_REGIONS, comma-separated).
@@ -63,6 +65,7 @@ class Settings(BaseModel):
             slack_channel=get("SLACK_CHANNEL"),
             slack_webhook_url=SecretStr(webhook) if webhook else None,
             slack_api_url=get("ROLLBACK_SLACK_API_URL"),
+            slack_team_id=get("ROLLBACK_SLACK_TEAM_ID"),
             dry_run=_flag("ROLLBACK_DRY_RUN", get("ROLLBACK_DRY_RUN")),
             default_project=get("GOOGLE_CLOUD_PROJECT"),
             regions=tuple(r.strip() for r in (get("ROLLBACK_REGIONS") or "").split(",") if r.strip()),

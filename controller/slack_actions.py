@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.errors import ControllerError, ServiceNotFound
 from controller.messages import SlackMessage
+from controller.mrkdwn import escape
 from controller.state import ServiceRef
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from controller.canary_control import CanaryControl
     from controller.manual import ActionResult, ManualControl
     from controller.slack import Notifier
+    from controller.slack_guard import SlackGuard
 
 log = logging.getLogger("controller.slack_actions")
 
@@ -158,6 +160,11 @@ class SlackUser(_Lenient):
     id: str = Field(min_length=1, max_length=64)
     username: str = ""
     name: str = ""
+    team_id: str = ""
+
+
+class SlackTeam(_Lenient):
+    id: str = ""
 
 
 class SlackContainer(_Lenient):
@@ -184,6 +191,7 @@ class SlackPostedMessage(_Lenient):
 class BlockActions(_Lenient):
     type: str
     user: SlackUser
+    team: SlackTeam | None = None
     container: SlackContainer = SlackContainer()
     channel: SlackChannel | None = None
     message: SlackPostedMessage | None = None
@@ -227,7 +235,11 @@ class SlackActionHandler:
         *,
         slack_api_url: str | None = None,
         canary: CanaryControl | None = None,
+        guard: SlackGuard | None = None,
     ) -> None:
+        from controller.slack_guard import SlackGuard
+
+        self._guard = guard or SlackGuard()
         self._verifier = verifier
         self._control = control
         self._notifier = notifier
@@ -250,6 +262,12 @@ class SlackActionHandler:
                 "fields": [{"field": "payload", "message": str(exc)}],
             }, 422
         self._verifier.check_user(payload.user.id)
+        # Workspace, the value against its own message, replays (controller/slack_guard.py).
+        refusal = self._guard.check(payload, body, headers)
+        if refusal is not None:
+            if not refusal.tell:
+                return {"ok": False, "error": refusal.error, "message": refusal.text}, 200
+            return self._ephemeral(payload, refusal.text, error=refusal.error), 200
         if payload.type != "block_actions":
             return self._ephemeral(payload, f"interaction type {payload.type!r} is not handled"), 200
         action = payload.actions[0]  # Slack sends one action per button press
@@ -312,9 +330,9 @@ class SlackActionHandler:
         if channel and ts and payload.message is not None:
             kept = [b for b in payload.message.blocks if b.get("block_id") != PROMOTE_BLOCK_ID]
             verb = "Promoted" if report.step is Step.PROMOTE else "Approved"
-            line = f"*{verb}* by <@{payload.user.id}>: {report.message}"
+            line = f"*{verb}* by <@{escape(payload.user.id)}>: {escape(report.message)}"
             blocks = [*kept[: MAX_BLOCKS - 1], {"type": "section", "text": {"type": "mrkdwn", "text": line[:2900]}}]
-            text = f"{payload.message.text} — {verb} by {actor}"[:3000]
+            text = f"{payload.message.text} — {verb} by {escape(actor)}"[:3000]
             updated = self._notifier.update(channel, ts, SlackMessage(text=text, blocks=tuple(blocks), channel=channel))
         return {"ok": True, "slack_updated": updated, **report_json(report)}, 200
 
@@ -328,11 +346,11 @@ class SlackActionHandler:
             # Not a button on a message (or Slack left the message out): say it in a new one.
             return self._notifier.post(outcome)
         kept = [b for b in payload.message.blocks if b.get("block_id") != BLOCK_ID]
-        who = f"<@{payload.user.id}>"
+        who = f"<@{escape(payload.user.id)}>"
         verb = {"undo": "Undone", "hold": "Held", "release": "Hold released"}[result.action]
         if not result.changed:
             verb = f"{verb.split()[0]} (nothing to change)"
-        line = f"*{verb}* by {who}: {result.message}. Traffic now: {describe_traffic(result.traffic)}"
+        line = f"*{verb}* by {who}: {escape(result.message)}. Traffic now: {escape(describe_traffic(result.traffic))}"
         held = result.hold is not None
         buttons = action_blocks(result.service, undo=False, hold=not held, release=held)
         tail: list[dict[str, Any]] = [
@@ -340,13 +358,14 @@ class SlackActionHandler:
             *buttons,
         ]
         blocks = kept[: MAX_BLOCKS - len(tail)] + tail
-        text = f"{payload.message.text} — {verb} by {actor_of(payload.user)}"[:3000]
+        # payload.message.text is Slack's stored text (already escaped when we posted it).
+        text = f"{payload.message.text} — {verb} by {escape(actor_of(payload.user))}"[:3000]
         return self._notifier.update(channel, ts, SlackMessage(text=text, blocks=tuple(blocks), channel=channel))
 
     def _ephemeral(self, payload: BlockActions, text: str, *, error: str = "refused") -> dict[str, Any]:
         """Tell only the presser: via response_url (Slack ignores an interaction's HTTP body) and in the body."""
         log.info("slack action not performed", extra={"fields": {"slack_user": payload.user.id, "error": error}})
-        answer = {"response_type": "ephemeral", "replace_original": False, "text": text}
+        answer = {"response_type": "ephemeral", "replace_original": False, "text": escape(text)}
         url = payload.response_url
         if url and any(url.startswith(prefix) for prefix in self._response_prefixes):
             self._post_response_url(url, answer)

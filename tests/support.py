@@ -82,6 +82,7 @@ class InMemoryCloudRun:
         self._state = initial
         self._counter = 1
         self.updates: list[tuple[TrafficTarget, ...]] = []
+        self.traffic_changes: list[tuple[TrafficTarget, ...]] = []  # updates that moved traffic
         self.reads = 0
         self.conflicts_to_inject = 0
 
@@ -119,6 +120,8 @@ class InMemoryCloudRun:
             if state.etag != self._state.etag:
                 raise ConflictError(f"etag {state.etag} is stale")
             assert sum(t.percent for t in traffic) == 100
+            if traffic != self._state.traffic:
+                self.traffic_changes.append(traffic)
             self._bump(traffic=traffic, annotations=dict(annotations))
             self.updates.append(traffic)
             return Applied(state=self._state, confirmed=True)

@@ -120,7 +120,7 @@ def test_web_api_posts_block_kit_with_the_numbers(slack: SlackEmulator) -> None:
     assert message["channel"] == "#deploys"
     text = str(message["blocks"])
     assert "`checkout-00042-xyz` → `checkout-00041-abc`" in text
-    assert "5xx ratio 18.3% > 5% for 5m" in text
+    assert "5xx ratio 18.3% &gt; 5% for 5m" in text  # mrkdwn: ">" escaped as Slack documents
     assert "console.cloud.google.com/run/detail/us-central1/checkout" in text
     assert "Incident 0.inc1" in text
 

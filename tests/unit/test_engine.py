@@ -51,9 +51,11 @@ def test_rollback_writes_traffic_and_ledger_once_and_logs_one_line(capsys: pytes
     outcome = ctl.handle_alert(alert())
     assert outcome.decision is not None
     assert outcome.decision.reason is Reason.ROLLED_BACK
-    assert len(run.updates) == 1
+    # The rollback, then (traffic unchanged) the ledger noting that Slack was told (controller/announce.py).
+    assert len(run.traffic_changes) == 1 and len(run.updates) == 2
     assert run.current.percent_by_revision() == {"checkout-00041-abc": 100}
     assert "rollback-controller/incidents" in run.current.annotations
+    assert "rollback-controller/unannounced" not in run.current.annotations
     assert len(notes.messages) == 1
     lines = log_lines(capsys)
     assert len(lines) == 1
@@ -75,7 +77,7 @@ def test_conflict_rereads_and_retries() -> None:
     run.conflicts_to_inject = 2
     outcome = ctl.handle_alert(alert())
     assert outcome.attempts == 3
-    assert len(run.updates) == 1
+    assert len(run.traffic_changes) == 1
 
 
 def test_persistent_conflict_is_raised_for_redelivery(capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,7 +96,8 @@ def test_redelivery_after_success_reads_but_never_writes() -> None:
     outcome = ctl.handle_alert(alert())
     assert outcome.decision is not None
     assert outcome.decision.reason is Reason.ALREADY_HANDLED
-    assert len(run.updates) == 1
+    assert len(run.traffic_changes) == 1
+    assert len(run.updates) == 2  # the rollback and its "announced" mark; the redelivery wrote nothing
     assert len(notes.messages) == 1
 
 
