@@ -49,33 +49,17 @@ locals {
     ROLLBACK_AUTH_TRUST_PLATFORM = "true"
   })
 
-  functions = {
-    alert = {
-      name        = local.names.alert
-      entry_point = "handle_alert"
-      description = "Cloud Monitoring incidents (Pub/Sub) -> rollback"
-      topic       = google_pubsub_topic.alerts.id
-      env         = local.common_env
-    }
-    command = {
-      name        = local.names.command
-      entry_point = "handle_command"
-      description = "Commands published by handle_http (Slack actions, fleet canary ticks)"
-      topic       = google_pubsub_topic.commands.id
-      env         = local.common_env
-    }
-  }
 }
 
 resource "google_cloudfunctions2_function" "alert" {
   project     = var.project
   location    = var.region
-  name        = local.functions.alert.name
-  description = local.functions.alert.description
+  name        = local.names.alert
+  description = "Cloud Monitoring incidents (Pub/Sub) -> rollback"
 
   build_config {
     runtime     = "python312"
-    entry_point = local.functions.alert.entry_point
+    entry_point = "handle_alert"
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -90,7 +74,7 @@ resource "google_cloudfunctions2_function" "alert" {
     max_instance_count    = var.max_instances
     ingress_settings      = "ALLOW_INTERNAL_ONLY"
     service_account_email = google_service_account.controller.email
-    environment_variables = local.functions.alert.env
+    environment_variables = local.common_env
 
     dynamic "secret_environment_variables" {
       for_each = local.slack_secrets
@@ -106,7 +90,7 @@ resource "google_cloudfunctions2_function" "alert" {
   event_trigger {
     trigger_region        = var.region
     event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = local.functions.alert.topic
+    pubsub_topic          = google_pubsub_topic.alerts.id
     retry_policy          = "RETRY_POLICY_RETRY"
     service_account_email = google_service_account.trigger.email
   }
@@ -124,12 +108,12 @@ resource "google_cloudfunctions2_function" "alert" {
 resource "google_cloudfunctions2_function" "command" {
   project     = var.project
   location    = var.region
-  name        = local.functions.command.name
-  description = local.functions.command.description
+  name        = local.names.command
+  description = "Commands published by handle_http (Slack actions, fleet canary ticks)"
 
   build_config {
     runtime     = "python312"
-    entry_point = local.functions.command.entry_point
+    entry_point = "handle_command"
     source {
       storage_source {
         bucket = google_storage_bucket.source.name
@@ -144,7 +128,7 @@ resource "google_cloudfunctions2_function" "command" {
     max_instance_count    = var.max_instances
     ingress_settings      = "ALLOW_INTERNAL_ONLY"
     service_account_email = google_service_account.controller.email
-    environment_variables = local.functions.command.env
+    environment_variables = local.common_env
 
     dynamic "secret_environment_variables" {
       for_each = local.slack_secrets
@@ -160,7 +144,7 @@ resource "google_cloudfunctions2_function" "command" {
   event_trigger {
     trigger_region        = var.region
     event_type            = "google.cloud.pubsub.topic.v1.messagePublished"
-    pubsub_topic          = local.functions.command.topic
+    pubsub_topic          = google_pubsub_topic.commands.id
     retry_policy          = "RETRY_POLICY_RETRY"
     service_account_email = google_service_account.trigger.email
   }
