@@ -9,6 +9,7 @@ variable, and alert policies that are what the generator writes today.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import io
 import json
@@ -351,7 +352,7 @@ def test_terraform_format_matches_the_api_json_field_for_field() -> None:
 
 
 def test_cli_format_terraform_writes_the_tf_json(tmp_path: Path) -> None:
-    parser = alertpolicies.argparse.ArgumentParser()
+    parser = argparse.ArgumentParser()
     alertpolicies.add_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
         ["alert-policies", str(ROOT / "policies"), "--format", "terraform", "--output-dir", str(tmp_path)]
