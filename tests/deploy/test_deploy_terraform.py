@@ -366,3 +366,10 @@ def test_cli_format_terraform_writes_the_tf_json(tmp_path: Path) -> None:
     args = parser.parse_args(["alert-policies", str(ROOT / "policies"), "--format", "terraform"])
     assert alertpolicies.run(args, printed, io.StringIO()) == 0
     assert json.loads(printed.getvalue())["resource"][RESOURCE_TYPE]
+
+
+def test_module_readme_documents_every_variable_and_output(module: Module) -> None:
+    readme = (MODULE / "README.md").read_text()
+    for name in [*module.variables, *module.outputs]:
+        assert f"| `{name}` |" in readme, f"deploy/terraform/README.md does not document {name}"
+    assert "terraform init" in readme and "terraform plan" in readme and "terraform apply" in readme
