@@ -101,6 +101,17 @@ def main(argv: list[str]) -> int:
             roles[key(role, project)] = fl["permissions"].split(",")
             return save()
 
+    if words.startswith("beta monitoring metrics-scopes "):
+        scopes = state.setdefault("scopes", {})
+        container = pos[4]
+        if pos[3] == "list":
+            for scope in scopes.get(container, []):
+                print(f"locations/global/metricsScopes/{scope}")
+            return 0
+        if pos[3] == "create":
+            scopes.setdefault(container, []).append(project)
+            return save()
+
     if words.startswith("beta monitoring channels "):
         channels = state.setdefault("channels", {})
         if pos[3] == "list":

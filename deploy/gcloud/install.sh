@@ -291,6 +291,17 @@ ensure_binding roles/pubsub.publisher \
   "serviceAccount:service-$NUMBER@gcp-sa-monitoring-notification.iam.gserviceaccount.com" \
   "pubsub topics" "$TOPIC_ALERTS" --project="$PROJECT"
 
+# Alert policies live in --project; other target projects join its metrics scope.
+for target in "${TARGET_PROJECTS[@]}"; do
+  [ "$target" != "$PROJECT" ] || continue
+  if probe "${G[@]}" beta monitoring metrics-scopes list "projects/$target" --format='value(name)' |
+    grep -qE "/metricsScopes/($PROJECT|$NUMBER)\$"; then
+    note "$target is in $PROJECT's metrics scope: unchanged"
+  else
+    run "${G[@]}" beta monitoring metrics-scopes create "projects/$target" --project="$PROJECT"
+  fi
+done
+
 # -- 4. the functions ----------------------------------------------------------------------------------
 
 STAGE=$(mktemp -d)

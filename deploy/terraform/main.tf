@@ -91,6 +91,6 @@ resource "google_pubsub_topic_iam_member" "monitoring_publishes_alerts" {
 # metrics scope.
 resource "google_monitoring_monitored_project" "targets" {
   for_each      = toset([for p in local.targets : p if p != var.project])
-  metrics_scope = "locations/global/metricsScopes/${var.project}"
+  metrics_scope = var.project
   name          = each.value
 }

@@ -36,6 +36,10 @@ BASE = [
     "slack-bot-token",
     "--slack-signing-secret-secret",
     "slack-signing-secret",
+    "--target-project",
+    PROJECT,
+    "--target-project",
+    "shop-prod",
 ]
 
 
@@ -108,12 +112,15 @@ def test_dry_run_prints_the_whole_installation_without_gcloud(no_gcloud: str) ->
     assert '#   rollback-http env: ROLLBACK_DELIVERY_DEADLINE: "50"' in env
     assert not [line for line in result.stdout.splitlines() if "SLACK_BOT_TOKEN:" in line]  # secrets: not env
     assert "allUsers" not in result.stdout and "allAuthenticatedUsers" not in result.stdout
-    [job] = [c for c in changes if c[2:5] == ["scheduler", "jobs", "create"]]
-    assert flag(job, "oidc-service-account-email") == f"rollback-scheduler@{PROJECT}.iam.gserviceaccount.com"
-    assert flag(
-        job,
-        "uri",
-    ).endswith("/canary/tick")  # type: ignore[union-attr]
+    jobs = [c for c in changes if c[2:5] == ["scheduler", "jobs", "create"]]
+    assert [flag(job, "message-body") for job in jobs] == ['{"project": "demo-proj"}', '{"project": "shop-prod"}']
+    for job in jobs:
+        assert flag(job, "oidc-service-account-email") == f"rollback-scheduler@{PROJECT}.iam.gserviceaccount.com"
+        assert (flag(job, "uri") or "").endswith("/canary/tick")
+    # The second target project joins the metrics scope the alert policies read.
+    assert [c[2:] for c in changes if "metrics-scopes" in c] == [
+        ["beta", "monitoring", "metrics-scopes", "create", "projects/shop-prod", f"--project={PROJECT}"]
+    ]
 
 
 def test_custom_roles_are_created_from_permissions_yaml(no_gcloud: str) -> None:
@@ -174,7 +181,7 @@ def test_a_second_run_changes_nothing(tmp_path: Path, no_gcloud: str) -> None:
     # A changed setting changes only what it touches.
     third = install(*BASE, "--schedule", "*/10 * * * *", path=path, env=env)
     assert third.returncode == 0, third.stderr
-    assert [c[1:4] for c in mutations(calls)] == [["scheduler", "jobs", "update"]]
+    assert [c[1:4] for c in mutations(calls)] == [["scheduler", "jobs", "update"]] * 2
 
 
 def test_a_changed_permission_list_updates_the_role_only(tmp_path: Path, no_gcloud: str) -> None:
