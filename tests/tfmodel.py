@@ -172,3 +172,16 @@ def first(block: Any) -> dict[str, Any]:
         block = block[0]
     assert isinstance(block, dict), block
     return block
+
+
+def env_keys(module: Module, expr: str) -> set[str]:
+    """The variable names a function's environment_variables expression sets (through locals)."""
+    keys: set[str] = set()
+    for ref in re.findall(r"local\.(\w+_env)\b", expr):
+        value = module.locals[ref]
+        if isinstance(value, dict):
+            keys |= set(value)
+        else:
+            keys |= env_keys(module, value)
+    keys |= set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", expr))
+    return keys

@@ -27,7 +27,8 @@ variable "target_projects" {
 variable "target_services" {
   description = <<-EOT
     Bind the service-level permissions (get/update the service, read its revisions) on these
-    services only. Empty: bind them on every target project (every service there is a target).
+    services only (each in one of the target projects). Empty: bind them on every target
+    project (every service there is a target).
   EOT
   type = list(object({
     project = string

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import permissions_table as pt
 import pytest
+import tfmodel
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "gcloud" / "install.sh"
@@ -167,6 +168,7 @@ def mutations(calls: Path) -> list[list[str]]:
     return [c for c in found if any(verb in c for verb in MUTATING)]
 
 
+@pytest.mark.timeout(600)  # several full runs of the script, each ~60 fake gcloud calls
 def test_a_second_run_changes_nothing(tmp_path: Path, no_gcloud: str) -> None:
     path, env, calls = fake_path(tmp_path, no_gcloud)
     first = install(*BASE, path=path, env=env)
@@ -184,6 +186,7 @@ def test_a_second_run_changes_nothing(tmp_path: Path, no_gcloud: str) -> None:
     assert [c[1:4] for c in mutations(calls)] == [["scheduler", "jobs", "update"]] * 2
 
 
+@pytest.mark.timeout(600)  # several full runs of the script, each ~60 fake gcloud calls
 def test_a_changed_permission_list_updates_the_role_only(tmp_path: Path, no_gcloud: str) -> None:
     path, env, calls = fake_path(tmp_path, no_gcloud)
     assert install(*BASE, path=path, env=env).returncode == 0
@@ -196,3 +199,14 @@ def test_a_changed_permission_list_updates_the_role_only(tmp_path: Path, no_gclo
     [update] = mutations(calls)
     assert update[1:5] == ["iam", "roles", "update", "rollbackControllerProject"]
     assert flag(update, "permissions") == "run.services.list,run.operations.get,monitoring.timeSeries.list"
+
+
+def test_both_paths_set_the_same_environment(no_gcloud: str) -> None:
+    module = tfmodel.load()
+    result = install(*BASE, "--dry-run", path=no_gcloud)
+    for function, local in (("rollback-alert", "common_env"), ("rollback-http", "http_env")):
+        prefix = f"#   {function} env: "
+        printed = {
+            line[len(prefix) :].split(":", 1)[0] for line in result.stdout.splitlines() if line.startswith(prefix)
+        }
+        assert printed == tfmodel.env_keys(module, f"${{local.{local}}}"), function

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import tfmodel
 import yaml
-from tfmodel import MODULE, ROOT, Module, first
+from tfmodel import MODULE, ROOT, Module, env_keys, first
 
 from controller import alertpolicies
 from controller.alertpolicies_terraform import FILENAME, RESOURCE_TYPE, dumps, to_terraform
@@ -73,19 +73,6 @@ def main_entry_points() -> dict[str, str]:
                 if isinstance(deco, ast.Attribute) and deco.attr in ("cloud_event", "http"):
                     found[node.name] = deco.attr
     return found
-
-
-def env_keys(module: Module, expr: str) -> set[str]:
-    """The variable names a function's environment_variables expression sets (through locals)."""
-    keys: set[str] = set()
-    for ref in re.findall(r"local\.(\w+_env)\b", expr):
-        value = module.locals[ref]
-        if isinstance(value, dict):
-            keys |= set(value)
-        else:
-            keys |= env_keys(module, value)
-    keys |= set(re.findall(r"\b([A-Z][A-Z0-9_]+)\s*=", expr))
-    return keys
 
 
 def declared(module: Module) -> set[str]:
