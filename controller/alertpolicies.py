@@ -671,6 +671,14 @@ def add_command(subparsers: Subparsers) -> None:
         metavar="DIR",
         help="write POLICY.TRIGGER.json files into DIR (created if missing) instead of printing",
     )
+    parser.add_argument(
+        "--format",
+        choices=("json", "terraform"),
+        default="json",
+        help="json: the API's AlertPolicy JSON (default); terraform: google_monitoring_alert_policy resources "
+        "as Terraform JSON for deploy/terraform (with --output-dir: DIR/alert_policies.tf.json), notifying the "
+        "module's channel unless --channel is given",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -703,7 +711,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_INVALID
 
-    if not args.channel:
+    terraform = getattr(args, "format", "json") == "terraform"
+    if not args.channel and not terraform:
         print(
             f"warning: no --channel given; the policies notify {CHANNEL_PLACEHOLDER}: replace it with "
             "your Pub/Sub channel (gcloud beta monitoring channels list) before creating them",
@@ -716,6 +725,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         for note in item.notes:
             print(f"note: {item.filename}: {note}", file=err)
 
+    if terraform:
+        return _write_terraform(generated, args, out, err)
     if args.output_dir:
         directory = Path(args.output_dir)
         try:
@@ -729,6 +740,26 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             print(directory / item.filename, file=out)
     else:
         out.write(json.dumps([g.body for g in generated], indent=2, ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+def _write_terraform(
+    generated: Sequence[GeneratedAlertPolicy], args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    from controller.alertpolicies_terraform import FILENAME, dumps, to_terraform
+
+    text = dumps(to_terraform(generated, channels=args.channel))
+    if not args.output_dir:
+        out.write(text)
+        return EXIT_OK
+    target = Path(args.output_dir) / FILENAME
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"{PROG}: error: cannot write to {args.output_dir}: {exc.strerror}", file=err)
+        return EXIT_USAGE
+    print(target, file=out)
     return EXIT_OK
 
 

@@ -257,6 +257,11 @@ class Controller:
     ) -> Outcome:
         confirmed = applied.confirmed if applied else True
         notified = False
+        # The log-based metrics (deploy/telemetry/metrics) count decisions by outcome and measure
+        # incident start -> traffic shifted from these two fields.
+        shifted = decision.changes_traffic and applied is not None
+        outcome = ("acted" if confirmed else "unconfirmed") if shifted else "no-change"
+        timing = {"time_to_shift_s": round((self.clock() - alert.started_at).total_seconds(), 3)} if shifted else {}
         if decision.notify:
             header = UNCONFIRMED_HEADER if not confirmed else header
             extra = applied.detail if applied and not confirmed else ""
@@ -271,6 +276,8 @@ class Controller:
             attempts=attempts,
             notified=notified,
             confirmed=confirmed,
+            outcome=outcome,
+            **timing,
             **({"announced_late": True} if late else {}),
         )
         return Outcome(decision=decision, attempts=attempts, confirmed=confirmed, notified=notified)
@@ -315,6 +322,7 @@ class Controller:
             attempts=attempts,
             notified=notified,
             error=error,
+            outcome="retrying" if temporary else "failed",
         )
         return Outcome(error=error, attempts=attempts, notified=notified)
 
@@ -360,6 +368,7 @@ class Controller:
                 "threshold_value": alert.threshold_value,
                 "alert_policy": alert.alert_policy,
                 "url": alert.url,
+                "started_at": alert.started_at.isoformat(),
             },
             "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
             "dry_run": self.settings.dry_run,
@@ -381,6 +390,7 @@ class Controller:
             extra={
                 "fields": {
                     "event": "alert",
+                    "outcome": "rejected",
                     "error": error,
                     "delivery": {"event_id": event_id},
                     "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
