@@ -126,7 +126,11 @@ def canary_lines(run: CloudRunEmulator, slack: SlackEmulator, monitoring: Monito
             RevisionSpec(name=stable, create_time=T0 - timedelta(days=2)),
             RevisionSpec(name=candidate, create_time=T0 - timedelta(minutes=1)),
         ],
-        traffic=[{"type": "REVISION", "revision": stable, "percent": 100}],
+        # CI deployed the candidate with --no-traffic --tag candidate (docs/canary.md).
+        traffic=[
+            {"type": "REVISION", "revision": stable, "percent": 100},
+            {"type": "REVISION", "revision": candidate, "percent": 0, "tag": "candidate"},
+        ],
     )
     sim = TrafficSimulator(
         run, monitoring, project=PROJECT, region=REGION, service="shop",
