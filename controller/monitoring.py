@@ -651,7 +651,10 @@ class MonitoringClient:
         """Per-revision numbers for ``ref`` over ``window``: one ListTimeSeries call per signal (+ pages)."""
         wanted = frozenset(signals)
         plan = queries(ref, window, wanted)  # ValueError for unknown signals: a programming error
-        budget = _Budget(self._deadline)
+        # Never more than what remains of the delivery's deadline (controller/deadline.py).
+        from controller.deadline import current
+
+        budget = _Budget(min(self._deadline, current().remaining()))
         started = time.monotonic()
         calls = [0]
         results: dict[str, list[Any]] = {}

@@ -11,7 +11,13 @@ Implemented (paths under ``/v2/projects/{p}/locations/{l}``):
 * ``GET services/{s}``, ``GET services`` (paged), ``PATCH services/{s}`` (returns an LRO),
 * ``GET services/{s}/revisions`` (paged, deliberately *not* in creation order — the real API
   promises no order), ``GET services/{s}/revisions/{r}``,
-* ``GET operations/{id}`` (LRO polling; answered ``done:false`` ``operation_polls - 1`` times).
+* ``GET operations/{id}`` (LRO polling; answered ``done:false`` ``operation_polls - 1`` times;
+  a read of the service while it reconciles is a step of the rollout too, as a real rollout
+  proceeds whether or not anyone polls).
+
+Fault injection (5xx/429/401/403/412, delays before and after commit, hung calls, failing
+operations, persistent 409, unknown fields): ``emulator.faults``, see
+:mod:`controller.emulator.cloudrun_faults`.
 
 What a PATCH does, in order (this is the contract the controller relies on):
 
@@ -24,17 +30,22 @@ What a PATCH does, in order (this is the contract the controller relies on):
    a target with traffic that is not Ready → the operation finishes with error code 9
    (``FAILED_PRECONDITION``) and the service is left unchanged;
 4. ``validateOnly=true`` stops here: a finished operation, nothing changed;
-5. otherwise traffic, annotations and labels are replaced (only those named in ``updateMask``,
-   when one is given; empty traffic means LATEST 100 %, as in Cloud Run), ``generation`` is bumped,
-   ``etag`` and ``updateTime`` change, and ``trafficStatuses`` follows ``traffic`` once the
-   operation is done.
+5. otherwise traffic, annotations, labels and template are replaced (only those named in
+   ``updateMask`` when one is given; without a mask, everything: AIP-134; empty traffic means
+   LATEST 100 %, as in Cloud Run), ``generation`` is bumped, ``etag`` and ``updateTime`` change,
+   and ``trafficStatuses`` follows ``traffic`` once the operation is done;
+6. a template that differs from the current one (clearing a named ``template.revision`` included)
+   deploys a new revision (terraform-provider-google #13410); naming an existing revision with a
+   different template is 409 (googleapis/google-cloud-python #11870). ``template.revision`` is empty
+   unless the service was seeded with ``named_revisions=True``;
+7. traffic to a revision made to fail with :meth:`CloudRunEmulator.fail_to_serve` (or an armed
+   ``faults.fail_operations``) is committed, but the rollout fails: ``trafficStatuses`` keep what
+   served, ``terminalCondition`` is FAILED, the operation ends with code 13.
 
 Simplifications, on purpose:
 
-* A PATCH never creates a revision: template changes are ignored (the controller only moves
-  traffic). A ``template.revision`` that names no existing revision is ignored too; the real
-  service would deploy a revision by that name.
-* The "different configuration" check compares only the containers' images.
+* A deployed revision is Ready at once and takes the image of the template's first container;
+  the rest of the template is the emulator's fixed one.
 * Services cannot be created or deleted over the API (``allowMissing`` is ignored); tests seed them
   with :meth:`CloudRunEmulator.add_service`. No IAM: requests carry no credentials (the client uses
   ``AnonymousCredentials``), and none are required.
@@ -840,7 +851,13 @@ class CloudRunEmulator(BackgroundHTTPServer):
 
     def _api_get_service(self, a: dict[str, str], q: Mapping[str, list[str]], body: bytes) -> dict[str, Any]:
         with self._lock:
-            return _Renderer(self._lookup(a["p"], a["l"], a["s"])).service()
+            svc = self._lookup(a["p"], a["l"], a["s"])
+            if svc.reconciling:
+                # A rollout proceeds whether or not anyone polls its operation: a read is a step too.
+                for op in list(self._operations.values()):
+                    if op.done_json is None and op.service_key == svc.resource_name:
+                        self._step(op, svc)
+            return _Renderer(svc).service()
 
     def _api_list_services(self, a: dict[str, str], q: Mapping[str, list[str]], body: bytes) -> dict[str, Any]:
         parent = f"projects/{a['p']}/locations/{a['l']}"
@@ -885,14 +902,18 @@ class CloudRunEmulator(BackgroundHTTPServer):
             svc = self._services.get(op.service_key)
             if svc is None:  # the service was removed by reset(); nothing left to roll out
                 raise _ApiError(404, "NOT_FOUND", f"Operation '{name}' does not exist.")
-            if op.polls_left > 0:
-                op.polls_left -= 1
-                return self._operation_json(op, svc, done=False)
-            if (op.error is None or op.committed) and svc.generation == op.generation and svc.reconciling:
-                # Rollout finished (no etag change, see docstring).
-                self._finish_rollout(svc, op)
-            op.done_json = self._operation_json(op, svc, done=True)
-            return op.done_json
+            return self._step(op, svc)
+
+    def _step(self, op: _Operation, svc: _Service) -> dict[str, Any]:
+        """One step of a rollout (a poll of its operation or a read of its service); caller holds the lock."""
+        if op.polls_left > 0:
+            op.polls_left -= 1
+            return self._operation_json(op, svc, done=False)
+        if (op.error is None or op.committed) and svc.generation == op.generation and svc.reconciling:
+            # Rollout finished (no etag change, see docstring).
+            self._finish_rollout(svc, op)
+        op.done_json = self._operation_json(op, svc, done=True)
+        return op.done_json
 
     def _operation_json(self, op: _Operation, svc: _Service, *, done: bool) -> dict[str, Any]:
         # Polls are parsed strictly by the client: only Service fields may follow "@type".
