@@ -37,7 +37,7 @@ def services(emu: CloudRunEmulator) -> Iterator[Any]:
         client_options={"api_endpoint": emu.url},
     )
     yield client
-    client.transport.close()
+    client.transport.close()  # type: ignore[no-untyped-call]
 
 
 def rollback(services: Any, emu: CloudRunEmulator, **kwargs: Any) -> Any:
