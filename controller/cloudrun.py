@@ -127,13 +127,20 @@ def _ready(conditions: Any) -> bool:
     return any(c.type_ == "Ready" and int(c.state) == _SUCCEEDED for c in conditions)
 
 
+def _period(container: Any, probe: str) -> int:
+    # An absent probe is 0; a present one without a period has Cloud Run's default (10 s).
+    return int(getattr(container, probe).period_seconds or 10) if probe in container else 0
+
+
 def _revision(rev: Any) -> Revision:
-    image = rev.containers[0].image if rev.containers else ""
+    first = rev.containers[0] if rev.containers else None
     return Revision(
         name=_short(rev.name),
         create_time=rev.create_time,
         ready=_ready(rev.conditions),
-        image=image,
+        image=first.image if first is not None else "",
+        liveness_period=_period(first, "liveness_probe") if first is not None else 0,
+        startup_period=_period(first, "startup_probe") if first is not None else 0,
     )
 
 

@@ -50,10 +50,11 @@ from controller.monitoring import (
 )
 from controller.policy import Policy, PolicySet
 from controller.policy_files import load_for_runtime
+from controller.probes import blind_spot
 from controller.settings import Settings
 from controller.slack import Notifier, build_notifier
 from controller.state import Frozen, ServiceRef, ServiceState
-from controller.verify import Verification, attribute, judge, measure, trigger_window, unavailable
+from controller.verify import Verdict, Verification, attribute, judge, measure, trigger_window, unavailable
 
 log = logging.getLogger("controller.alert")
 
@@ -425,6 +426,10 @@ class _Evidence:
         signal = _SIGNALS[trigger]
         length = trigger_window(policy, trigger, alert.window)
         probe_data = alert.metric_type != UPTIME_METRIC
+        suspect_rev = state.revision(decision.suspect)
+        if trigger == "health" and probe_data and suspect_rev is not None and blind_spot(suspect_rev):
+            # No liveness probe: Monitoring's probe counts cannot confirm or refute; say so.
+            return Verification(verdict=Verdict.INCONCLUSIVE, note=blind_spot(suspect_rev))
         window = trailing_window(now, length)
         try:
             found = self._fetch(window, signal)

@@ -130,6 +130,7 @@ class RevisionSpec:
     create_time: datetime
     ready: bool = True
     image: str = ""
+    liveness_period: int = 0  # seconds; 0 = no liveness probe, as on a service deployed with defaults
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ class _Revision:
     uid: str
     ready_since: datetime
     serve_error: str = ""  # set by fail_to_serve: routing traffic here fails reconciliation
+    liveness_period: int = 0  # seconds between liveness probes; 0 = none (Cloud Run's default)
 
 
 @dataclass
@@ -334,9 +336,28 @@ class _Renderer:
         self.host = f"{svc.name}-{h}-{region_code}.a.run.app"
         self.service_account = f"{svc.name}@{svc.project}.iam.gserviceaccount.com"
 
-    def _container(self, image: str) -> Any:
+    def _container(self, rev: _Revision) -> Any:
+        # Every revision has Cloud Run's default TCP startup probe (period 240 s, Cloud Run docs
+        # "Configure container health checks"); a liveness probe only when seeded with one.
+        liveness = (
+            run_v2.Probe(
+                http_get=run_v2.HTTPGetAction(path="/healthz", port=8080),
+                period_seconds=rev.liveness_period,
+                timeout_seconds=1,
+                failure_threshold=3,
+            )
+            if rev.liveness_period
+            else None
+        )
         return run_v2.Container(
-            image=image,
+            image=rev.image,
+            startup_probe=run_v2.Probe(
+                tcp_socket=run_v2.TCPSocketAction(port=8080),
+                period_seconds=240,
+                timeout_seconds=240,
+                failure_threshold=1,
+            ),
+            liveness_probe=liveness,
             ports=[run_v2.ContainerPort(name="http1", container_port=8080)],
             resources=run_v2.ResourceRequirements(
                 limits={"cpu": "1000m", "memory": "512Mi"}, cpu_idle=True, startup_cpu_boost=True
@@ -365,7 +386,7 @@ class _Renderer:
             scaling=run_v2.RevisionScaling(max_instance_count=100),
             timeout=timedelta(seconds=300),
             service_account=self.service_account,
-            containers=[self._container(created.image)] if created else [],
+            containers=[self._container(created)] if created else [],
             execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
             max_instance_request_concurrency=80,
         )
@@ -464,7 +485,7 @@ class _Renderer:
             max_instance_request_concurrency=80,
             timeout=timedelta(seconds=300),
             service_account=self.service_account,
-            containers=[self._container(rev.image)],
+            containers=[self._container(rev)],
             execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
             conditions=[
                 ready,
@@ -808,6 +829,7 @@ class CloudRunEmulator(BackgroundHTTPServer):
             image=image,
             uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{_key(project, region, service)}/{spec.name}")),
             ready_since=spec.create_time,
+            liveness_period=spec.liveness_period,
         )
 
     def _new_etag(self, svc: _Service) -> str:
@@ -1078,7 +1100,9 @@ class CloudRunEmulator(BackgroundHTTPServer):
         if not sent.containers or not sent.containers[0].image:
             raise _ApiError(400, "INVALID_ARGUMENT", "template.containers: a revision needs a container image.")
         name = sent.revision or f"{svc.name}-{len(svc.revisions) + 1:05d}-{_digest(svc.etag, svc.name)[:3]}"
-        spec = RevisionSpec(name, self.clock(), image=sent.containers[0].image)
+        first = sent.containers[0]
+        period = int(first.liveness_probe.period_seconds or 10) if "liveness_probe" in first else 0
+        spec = RevisionSpec(name, self.clock(), image=first.image, liveness_period=period)
         return self._new_revision(svc.project, svc.region, svc.name, spec)
 
     def _notify(self, rec: PatchRecord) -> None:

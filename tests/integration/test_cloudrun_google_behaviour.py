@@ -21,9 +21,10 @@ from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.engine import Controller
 from controller.errors import AccessDenied, ConflictError, PermanentError, TemporaryError
 from controller.ledger import Ledger, read_ledger
+from controller.monitoring import Evidence, MonitoringUnavailable, Window
 from controller.policy_files import load_policies
 from controller.settings import Settings
-from controller.state import ServiceState, TrafficTarget
+from controller.state import ServiceRef, ServiceState, TrafficTarget
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 P, R, S = REF.project, REF.region, REF.service
@@ -315,3 +316,46 @@ def test_conflict_backoff_never_sleeps_past_the_deadline(emu: CloudRunEmulator) 
     with scope(Deadline(0.3, clock=lambda: now[0])), pytest.raises(TemporaryError):
         commit(client(emu), REF, plan, retries=10, sleep=sleep, jitter=lambda: 1.0)
     assert sum(sleeps) <= 0.3
+
+
+# -- point 9: the health trigger sees only the probes a revision has -------------------------------
+
+
+class _RecordingMonitoring:
+    """A MonitoringApi that is down, and remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.signals: list[frozenset[str]] = []
+
+    def evidence(self, ref: ServiceRef, window: Window, *, signals: frozenset[str]) -> Evidence:
+        self.signals.append(signals)
+        raise MonitoringUnavailable("down in this test")
+
+
+@pytest.mark.parametrize("liveness", [0, 10], ids=["default-probes", "liveness-probe"])
+def test_health_verification_is_skipped_without_a_liveness_probe(emu: CloudRunEmulator, liveness: int) -> None:
+    emu.reset()
+    emu.add_service(
+        P,
+        R,
+        S,
+        revisions=[
+            RevisionSpec(PREVIOUS, T0 - timedelta(days=2), liveness_period=liveness),
+            RevisionSpec(SUSPECT, T0 - timedelta(minutes=10), liveness_period=liveness),
+        ],
+    )
+    state = client(emu).read(REF)
+    suspect = state.revision(SUSPECT)
+    assert suspect is not None and suspect.startup_period == 240 and suspect.liveness_period == liveness
+    monitoring = _RecordingMonitoring()
+    ctl = controller(emu, RecordingNotifier())
+    ctl.monitoring = monitoring
+    outcome = ctl.handle_alert(alert(trigger="health"))
+    assert outcome.decision is not None and outcome.decision.verification is not None
+    note = outcome.decision.verification.note
+    if liveness:
+        assert "Cloud Monitoring unavailable" in note and frozenset({"health"}) in monitoring.signals
+    else:
+        assert "has no liveness probe (a startup probe every 240s" in note
+        assert "health verification skipped" in note
+        assert frozenset({"health"}) not in monitoring.signals
