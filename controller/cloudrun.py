@@ -30,6 +30,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
@@ -51,6 +52,7 @@ _REVISION = 2  # ...TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
 _SUCCEEDED = 4  # run_v2.Condition.State.CONDITION_SUCCEEDED
 _FAILED = 3  # run_v2.Condition.State.CONDITION_FAILED
 UPDATE_MASK = ("traffic", "annotations")
+_LISTED_SERVICES = 256  # services whose revision listing is kept (canary ticks walk many)
 
 # The API method behind each call, and the IAM permission it needs (Cloud Run IAM permissions page).
 METHODS: dict[str, tuple[str, str]] = {
@@ -248,14 +250,18 @@ class CloudRunClient:
         operation_timeout: float = 60.0,
         poll_interval: float = 0.5,
         poll_timeout: float = 5.0,
+        revision_ttl: float = 300.0,
     ) -> None:
         self._endpoint = endpoint
         self._api_timeout = api_timeout
         self._operation_timeout = operation_timeout
         self._poll_interval = poll_interval
         self._poll_timeout = poll_timeout
+        self._revision_ttl = revision_ttl
         self._lock = threading.Lock()
         self._clients: tuple[Any, Any] | None = None
+        # Revisions listed per service: (latest created revision then, monotonic time, revisions).
+        self._listed: OrderedDict[str, tuple[str, float, tuple[Revision, ...]]] = OrderedDict()
 
     def _get_clients(self) -> tuple[Any, Any]:
         with self._lock:
@@ -301,14 +307,55 @@ class CloudRunClient:
         return self._call("get_service", ref, services.get_service, name=ref.resource_name)
 
     def read(self, ref: ServiceRef) -> ServiceState:
+        """The service, with its revisions listed only when a deploy happened since the last listing.
+
+        A service may have hundreds of revisions (many pages): they are listed again only when
+        ``latest_created_revision`` changed or the listing is older than ``revision_ttl``. What a
+        stale listing could get wrong (a target since deleted or no longer Ready) is checked by
+        ``update`` against the revision itself before writing.
+        """
         _, revisions = self._get_clients()
         svc = self._read_service(ref)
+        key, created = ref.resource_name, _short(svc.latest_created_revision)
+        with self._lock:
+            cached = self._listed.get(key)
+        if cached is not None and cached[0] == created and time.monotonic() - cached[1] < self._revision_ttl:
+            return _state(ref, svc, cached[2])
 
         def listed(timeout: float, retry: Any) -> tuple[Revision, ...]:
             pager = revisions.list_revisions(parent=ref.resource_name, retry=retry, timeout=timeout)
             return tuple(_revision(r) for r in pager)  # the pager fetches further pages itself
 
-        return _state(ref, svc, self._call("list_revisions", ref, listed))
+        revs = self._call("list_revisions", ref, listed)
+        with self._lock:
+            self._listed[key] = (created, time.monotonic(), revs)
+            self._listed.move_to_end(key)
+            while len(self._listed) > _LISTED_SERVICES:
+                self._listed.popitem(last=False)
+        return _state(ref, svc, revs)
+
+    def forget_revisions(self, ref: ServiceRef) -> None:
+        """Drop the listing of ``ref``'s revisions: the next read lists them again."""
+        with self._lock:
+            self._listed.pop(ref.resource_name, None)
+
+    def _check_new_targets(self, state: ServiceState, traffic: tuple[TrafficTarget, ...]) -> None:
+        """A revision about to receive traffic must still be as the (possibly cached) listing says."""
+        _, revisions = self._get_clients()
+        serving = set(state.percent_by_revision())
+        for name in sorted({t.revision for t in traffic if t.kind == "revision" and t.percent > 0} - serving):
+            known = state.revision(name)
+            try:
+                rev = self._call(
+                    "get_revision", state.ref, revisions.get_revision, name=state.ref.revision_resource_name(name)
+                )
+                now_ready: bool | None = _ready(rev.conditions)
+            except ServiceNotFound:
+                now_ready = None
+            if known is None or now_ready != known.ready:
+                self.forget_revisions(state.ref)
+                what = "no longer exists" if now_ready is None else f"is {'now' if now_ready else 'no longer'} Ready"
+                raise ConflictError(f"revision {name} {what} since the revisions were listed; re-reading")
 
     def list_services(self, project: str, region: str) -> list[ServiceRef]:
         """Every service in ``projects/{project}/locations/{region}``, all pages (sorted by name)."""
@@ -349,10 +396,15 @@ class CloudRunClient:
             ],
             annotations=dict(annotations),
         )
+        self._check_new_targets(state, traffic)
         request = run_v2.UpdateServiceRequest(service=svc, update_mask=field_mask_pb2.FieldMask(paths=UPDATE_MASK))
         # No retry: an answer lost after the commit must reach the caller (the etag guards a resend).
         operation = self._call("update_service", ref, services.update_service, retry=False, request=request)
-        return self._wait(ref, state, traffic, annotations, operation.operation)
+        try:
+            return self._wait(ref, state, traffic, annotations, operation.operation)
+        except OperationFailed:
+            self.forget_revisions(ref)  # what the listing said about the target may be stale
+            raise
 
     # -- the operation ------------------------------------------------------------------------
     def _wait(

@@ -359,3 +359,42 @@ def test_health_verification_is_skipped_without_a_liveness_probe(emu: CloudRunEm
         assert "has no liveness probe (a startup probe every 240s" in note
         assert "health verification skipped" in note
         assert frozenset({"health"}) not in monitoring.signals
+
+
+# -- point 9: a read fetches the revisions it needs, not hundreds on every delivery -----------------
+
+
+def _revision_calls(emu: CloudRunEmulator) -> int:
+    return sum(1 for _, path in emu.requests if "/revisions" in path)
+
+
+def test_reads_do_not_list_hundreds_of_revisions_every_time(emu: CloudRunEmulator) -> None:
+    emu.reset()
+    emu.page_size = 50
+    many = [RevisionSpec(f"checkout-{i:05d}-abc", T0 - timedelta(hours=300 - i)) for i in range(1, 201)]
+    emu.add_service(P, R, S, revisions=many)
+    run = client(emu)
+    assert len(run.read(REF).revisions) == 200
+    first = _revision_calls(emu)
+    assert first == 4  # four pages of 50
+    for _ in range(3):
+        assert len(run.read(REF).revisions) == 200
+    assert _revision_calls(emu) == first  # nothing changed: the listing is reused
+    emu.add_revision(P, R, S, RevisionSpec("checkout-00201-new", T0))  # a deploy
+    assert len(run.read(REF).revisions) == 201
+    assert _revision_calls(emu) == first + 5
+
+
+def test_a_stale_listing_is_caught_before_the_write(emu: CloudRunEmulator) -> None:
+    run = client(emu)
+    run.read(REF)  # lists: PREVIOUS is Ready
+    emu.set_revision_ready(P, R, S, PREVIOUS, ready=False)
+
+    def plan(state: ServiceState, ledger: Ledger) -> tuple[str, Change | None]:
+        prev = state.revision(PREVIOUS)
+        target = PREVIOUS if prev is not None and prev.ready else OLDEST
+        return target, Change((TrafficTarget(kind="revision", revision=target, percent=100),), ledger)
+
+    done = commit(run, REF, plan, sleep=lambda _: None)
+    assert done.outcome == OLDEST  # re-planned on a fresh listing
+    assert emu.traffic(P, R, S)[0]["revision"] == OLDEST
