@@ -398,3 +398,21 @@ def test_a_stale_listing_is_caught_before_the_write(emu: CloudRunEmulator) -> No
     done = commit(run, REF, plan, sleep=lambda _: None)
     assert done.outcome == OLDEST  # re-planned on a fresh listing
     assert emu.traffic(P, R, S)[0]["revision"] == OLDEST
+
+
+def test_the_monitoring_budget_is_cut_to_what_the_delivery_has_left() -> None:
+    """A Monitoring endpoint that accepts connections and never answers costs the delivery's
+    remaining time, not the full Monitoring budget."""
+    import socket
+
+    from controller.monitoring import MonitoringClient, trailing_window
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        monitoring = MonitoringClient(f"127.0.0.1:{silent.getsockname()[1]}", deadline=10.0)
+        window = trailing_window(T0, timedelta(minutes=2))
+        started = time.monotonic()
+        with scope(Deadline(0.8)), pytest.raises(MonitoringUnavailable):
+            monitoring.evidence(REF, window, signals=frozenset({"error_rate"}))
+        assert time.monotonic() - started < 3
