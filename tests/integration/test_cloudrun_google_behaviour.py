@@ -416,3 +416,34 @@ def test_the_monitoring_budget_is_cut_to_what_the_delivery_has_left() -> None:
         with scope(Deadline(0.8)), pytest.raises(MonitoringUnavailable):
             monitoring.evidence(REF, window, signals=frozenset({"error_rate"}))
         assert time.monotonic() - started < 3
+
+
+def test_monitoring_permission_denied_names_the_permission(capsys: pytest.CaptureFixture[str]) -> None:
+    """A real gRPC server answering PERMISSION_DENIED, as Cloud Monitoring does without the role."""
+    from concurrent import futures
+
+    import grpc
+
+    from controller.monitoring import MonitoringClient, trailing_window
+
+    def deny(request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "Permission monitoring.timeSeries.list denied")
+        raise AssertionError("abort raises")
+
+    class Deny(grpc.GenericRpcHandler):  # type: ignore[misc]
+        def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+            return grpc.unary_unary_rpc_method_handler(deny)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((Deny(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monitoring = MonitoringClient(f"127.0.0.1:{port}", deadline=5.0)
+        window = trailing_window(T0, timedelta(minutes=2))
+        with pytest.raises(MonitoringUnavailable, match=r"lacks monitoring\.timeSeries\.list"):
+            monitoring.evidence(REF, window, signals=frozenset({"error_rate"}))
+    finally:
+        server.stop(grace=None)
+    [line] = [x for x in log_lines(capsys) if x.get("severity") == "ERROR"]
+    assert line["permission"] == "monitoring.timeSeries.list" and line["api_method"] == "ListTimeSeries"
