@@ -450,7 +450,9 @@ class CloudRunClient:
             except Exception as exc:  # a hung or failed poll: the write is committed, keep waiting
                 problem = _translate(exc, "get_operation", ref)
                 if isinstance(problem, AccessDenied):
-                    raise problem from exc
+                    # The write is committed; without run.operations.get, watch the service instead.
+                    log.error(str(problem), extra={"fields": {"api_method": "GetOperation"}})
+                    return self._confirm_by_read(ref, state, traffic, annotations, targets, expected, until)
                 last_problem = str(problem)
         if op.HasField("error"):
             raise self._failed(ref, targets, op.error.message, op.error.code)

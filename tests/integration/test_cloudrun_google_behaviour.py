@@ -447,3 +447,12 @@ def test_monitoring_permission_denied_names_the_permission(capsys: pytest.Captur
         server.stop(grace=None)
     [line] = [x for x in log_lines(capsys) if x.get("severity") == "ERROR"]
     assert line["permission"] == "monitoring.timeSeries.list" and line["api_method"] == "ListTimeSeries"
+
+
+def test_without_operations_get_the_write_is_confirmed_by_reading_the_service(emu: CloudRunEmulator) -> None:
+    emu.operation_polls = 2
+    emu.faults.error(403, action="get_operation", times=10)
+    run = client(emu)
+    applied = run.update(run.read(REF), TO_PREVIOUS, {})
+    assert applied.confirmed and applied.detail == "confirmed by read"
+    assert applied.state.traffic == TO_PREVIOUS
