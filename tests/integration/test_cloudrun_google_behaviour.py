@@ -456,3 +456,34 @@ def test_without_operations_get_the_write_is_confirmed_by_reading_the_service(em
     applied = run.update(run.read(REF), TO_PREVIOUS, {})
     assert applied.confirmed and applied.detail == "confirmed by read"
     assert applied.state.traffic == TO_PREVIOUS
+
+
+CANARY_POLICY = """
+name: canary
+match: {services: ["checkout*"]}
+triggers:
+  error_rate: {above: 0.05, for: 2m, min_requests: 50}
+canary: {steps: [10, 50, 100], step_for: 5m, metric_lag: 3m, min_requests: 100}
+"""
+
+
+def test_canary_tick_on_a_named_revision_service_creates_no_revision(emu: CloudRunEmulator, tmp_path: Path) -> None:
+    from controller.canary import Step
+    from controller.canary_control import CanaryControl
+
+    emu.reset()
+    emu.add_service(
+        P,
+        R,
+        S,
+        revisions=[RevisionSpec(PREVIOUS, T0 - timedelta(days=2)), RevisionSpec(SUSPECT, T0 - timedelta(minutes=1))],
+        traffic=[{"type": "REVISION", "revision": PREVIOUS, "percent": 100}],
+        named_revisions=True,
+    )
+    (tmp_path / "canary.yaml").write_text(CANARY_POLICY)
+    before = emu.revision_names(P, R, S)
+    control = CanaryControl(client(emu), None, RecordingNotifier(), load_policies(tmp_path), Settings(), lambda: T0)
+    report = control.tick(REF)
+    assert report.step is Step.START and report.changed
+    assert emu.revision_names(P, R, S) == before
+    assert {t["revision"]: t["percent"] for t in emu.traffic(P, R, S)} == {PREVIOUS: 90, SUSPECT: 10}
