@@ -185,6 +185,8 @@ def _transient(exc: Exception) -> bool:
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
 
+    if isinstance(exc, auth_exc.GoogleAuthError) and exc.retryable:
+        return True  # google-auth says so itself (e.g. a metadata-server hiccup while refreshing)
     return isinstance(
         exc,
         (
@@ -197,6 +199,7 @@ def _transient(exc: Exception) -> bool:
             requests.exceptions.ConnectionError,
             requests.exceptions.Timeout,
             auth_exc.TransportError,  # the token endpoint could not be reached
+            auth_exc.TimeoutError,
             TimeoutError,
             ConnectionError,
         ),

@@ -235,6 +235,11 @@ def test_only_known_transient_conditions_are_temporary() -> None:
     for transient in (untyped.DeadlineExceeded("slow"), untyped.TooManyRequests("later"), TimeoutError("slow")):
         assert issubclass(kind(transient), TemporaryError)
     assert issubclass(kind(untyped.RetryError("gave up", None)), TemporaryError)
+    from google.auth import exceptions as auth_exc
+
+    refresh: Any = auth_exc.RefreshError
+    assert issubclass(kind(refresh("metadata server busy", retryable=True)), TemporaryError)
+    assert kind(refresh("invalid_grant")) is PermanentError
 
 
 # -- point 8 and issue 12 point 2: one deadline, and a timeout on every call -----------------------
