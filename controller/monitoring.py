@@ -682,7 +682,7 @@ class MonitoringClient:
             if denied:
                 # Redelivery cannot grant a permission: say which one (the policy's fallback decides).
                 log.error(denied, extra={"fields": {"api_method": "ListTimeSeries", "permission": _PERMISSION}})
-                raise MonitoringUnavailable(f"Cloud Monitoring: {denied}") from exc
+                raise MonitoringUnavailable(f"Cloud Monitoring: {denied} ({_describe(exc)})") from exc
             raise MonitoringUnavailable(
                 f"Cloud Monitoring: {ref} after {elapsed:.2f}s ({calls[0]} calls): {_describe(exc)}"
             ) from exc
