@@ -84,6 +84,8 @@ ALIGNMENT: Final = timedelta(seconds=60)
 # Cloud Run's default period for liveness (and HTTP startup) probes; the health mapping sizes its
 # window so that this many consecutive failed attempts always land in one window.
 PROBE_PERIOD: Final = timedelta(seconds=10)
+# Cloud Run's default startup probe (TCP, every 240 s): all a service deployed with defaults has.
+STARTUP_PROBE_PERIOD: Final = timedelta(seconds=240)
 
 # Closed incidents notify too ("recovered" in Slack); autoClose bounds how long an incident whose
 # series went silent stays open.
@@ -442,8 +444,10 @@ def _latency(t: LatencyTrigger, scopes: Sequence[tuple[str, ...]]) -> _Spec:
     return _Spec(title, conditions, explanation)
 
 
-def _health(t: HealthTrigger, scopes: Sequence[tuple[str, ...]], probe_period: timedelta) -> _Spec:
+def _health(t: HealthTrigger, scopes: Sequence[tuple[str, ...]], probe_period: timedelta | None) -> _Spec:
     n = t.consecutive_failures
+    blind = probe_period is None  # no liveness probe: only startup probes (Cloud Run's default) report
+    probe_period = STARTUP_PROBE_PERIOD if probe_period is None else probe_period
     window = health_window(n, probe_period)
     title = f">= {n} failed health checks in {format_duration(window)}"
     conditions = tuple(
@@ -465,6 +469,13 @@ def _health(t: HealthTrigger, scopes: Sequence[tuple[str, ...]], probe_period: t
         f"not runs, so 'consecutive' becomes 'within a window that always holds {n} consecutive "
         f"attempts {format_duration(probe_period)} apart'; failures spread over instances count together."
     )
+    if blind:
+        explanation += (
+            " The service has no liveness probe, so this trigger sees only startup probes (Cloud Run's "
+            f"default: TCP, every {format_duration(STARTUP_PROBE_PERIOD)}), which run only while an "
+            "instance starts: a revision that fails after starting never trips it, and the controller "
+            "skips health verification. Add a liveness probe to make this trigger meaningful."
+        )
     return _Spec(title, conditions, explanation)
 
 
@@ -601,13 +612,15 @@ def generate(
     policies: Iterable[Policy],
     *,
     channels: Sequence[str] = (),
-    probe_period: timedelta = PROBE_PERIOD,
+    probe_period: timedelta | None = PROBE_PERIOD,
 ) -> list[GeneratedAlertPolicy]:
     """AlertPolicy JSON bodies for every policy x enabled trigger, in policy then trigger order.
 
     ``policies`` should be the whole set the controller loads (a ``PolicySet`` fits): overlaps
     between policies decide exclusions and whether ``rollback_policy`` is set. ``channels`` are
-    notification channel names; none gives ``CHANNEL_PLACEHOLDER``. Raises ``AlertPolicyError``
+    notification channel names; none gives ``CHANNEL_PLACEHOLDER``. ``probe_period`` is the
+    services' liveness probe period (None: they have no liveness probe, and the health policy
+    says so). Raises ``AlertPolicyError``
     for a policy whose alert labels are not valid GCP labels, or a malformed channel name.
     """
     for channel in channels:
@@ -666,6 +679,13 @@ def add_command(subparsers: Subparsers) -> None:
         f"default: the placeholder {CHANNEL_PLACEHOLDER}",
     )
     parser.add_argument(
+        "--probe-period",
+        default="10",
+        metavar="SECONDS|none",
+        help="the services' liveness probe period, as `gcloud run services describe` shows it; `none` when "
+        "they have no liveness probe (Cloud Run's default: only a TCP startup probe) (default: 10)",
+    )
+    parser.add_argument(
         "--output-dir",
         "-o",
         metavar="DIR",
@@ -692,6 +712,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except AlertPolicyError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_USAGE
+    raw_period = str(getattr(args, "probe_period", "10")).strip().lower()
+    period: timedelta | None = None
+    if raw_period != "none":
+        if not raw_period.isdigit() or not 1 <= int(raw_period) <= 3600:
+            print(f"{PROG}: error: --probe-period {raw_period!r}: expected whole seconds (1-3600) or none", file=err)
+            return EXIT_USAGE
+        period = timedelta(seconds=int(raw_period))
     paths: list[str] = list(args.paths) or [_display(policy_path(os.environ))]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
@@ -706,7 +733,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(f"{len(exc.problems)} problem(s) in {', '.join(paths)}: nothing generated", file=err)
         return EXIT_INVALID
     try:
-        generated = generate(policies, channels=args.channel)
+        generated = generate(policies, channels=args.channel, probe_period=period)
     except AlertPolicyError as exc:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_INVALID

@@ -29,8 +29,10 @@ from controller.alert import Alert, alert_from_incident, check_names
 from controller.announce import late_announcement
 from controller.cloudrun import Applied, CloudRunApi, CloudRunClient, OperationFailed
 from controller.commit import Change, commit
+from controller.deadline import Deadline, scope
 from controller.decide import WOULD_ACT, Decision, Reason, decide
 from controller.errors import (
+    AccessDenied,
     ControllerError,
     MalformedInput,
     PermanentError,
@@ -50,10 +52,11 @@ from controller.monitoring import (
 )
 from controller.policy import Policy, PolicySet
 from controller.policy_files import load_for_runtime
+from controller.probes import blind_spot
 from controller.settings import Settings
 from controller.slack import Notifier, build_notifier
 from controller.state import Frozen, ServiceRef, ServiceState
-from controller.verify import Verification, attribute, judge, measure, trigger_window, unavailable
+from controller.verify import Verdict, Verification, attribute, judge, measure, trigger_window, unavailable
 
 log = logging.getLogger("controller.alert")
 
@@ -128,6 +131,11 @@ class Controller:
     def handle_alert(
         self, alert: Alert, delivery: DeliveryInfo | None = None, *, started: float | None = None
     ) -> Outcome:
+        # One deadline for the whole delivery: reads, Monitoring, the write and the operation wait.
+        with scope(Deadline(self.settings.delivery_deadline)):
+            return self._handle_alert(alert, delivery, started=started)
+
+    def _handle_alert(self, alert: Alert, delivery: DeliveryInfo | None, *, started: float | None) -> Outcome:
         started = time.perf_counter() if started is None else started
         policy: Policy | None = None
         ref: ServiceRef | None = None
@@ -159,9 +167,14 @@ class Controller:
                 self._mark_announced(ref, alert.incident_id, outcome.notified)
             return outcome
         except OperationFailed as exc:
-            # The API accepted the write but could not complete it: tell humans loudly, and do
-            # not retry blindly (the same write would fail the same way).
-            return self._fail(alert, policy, delivery, started, str(exc), attempts, failed_on=ref)
+            # Cloud Run accepted the write but could not serve it; commit() restored what serves
+            # and left the incident retryable. Tell humans loudly, and let Pub/Sub redeliver.
+            self._fail(
+                alert, policy, delivery, started, f"rollback FAILED: {exc}", attempts, failed_on=ref, temporary=True
+            )
+            raise
+        except AccessDenied as exc:
+            return self._denied(alert, policy, delivery, started, exc, attempts)
         except PermanentError as exc:
             return self._fail(alert, policy, delivery, started, str(exc), attempts)
         except TemporaryError as exc:
@@ -308,7 +321,7 @@ class Controller:
                 alert,
                 policy,
                 header=FAILED_HEADER,
-                extra="Traffic may be unchanged: check the service now.",
+                extra="What served before still serves; the incident will be retried.",
             )
         severity = logging.WARNING if temporary else logging.ERROR
         verb = "will be redelivered" if temporary else "acknowledged, not retried"
@@ -325,6 +338,39 @@ class Controller:
             outcome="retrying" if temporary else "failed",
         )
         return Outcome(error=error, attempts=attempts, notified=notified)
+
+    def _denied(
+        self,
+        alert: Alert,
+        policy: Policy | None,
+        delivery: DeliveryInfo | None,
+        started: float,
+        exc: AccessDenied,
+        attempts: int,
+    ) -> Outcome:
+        """401/403: no redelivery can grant a permission. Acknowledge, say which one is missing."""
+        from controller.messages import SlackMessage
+
+        text = f":no_entry: cannot act on {exc.service}: the controller's service account lacks {exc.permission}"
+        detail = f"{text}\n{exc.method} was refused; grant {exc.permission} (see docs/security.md)."
+        channel = policy.notify.slack_channel if policy else None
+        blocks = ({"type": "section", "text": {"type": "mrkdwn", "text": detail}},)
+        notified = self.notifier.post(SlackMessage(text=text, blocks=blocks, channel=channel))
+        message = f"{exc.method} refused: the controller's service account lacks {exc.permission} ({exc})"
+        self._log(
+            logging.ERROR,
+            f"{message} (acknowledged, not retried)",
+            alert,
+            None,
+            delivery,
+            started,
+            attempts=attempts,
+            notified=notified,
+            error=str(exc),
+            api_method=exc.method,
+            permission=exc.permission,
+        )
+        return Outcome(error=message, attempts=attempts, notified=notified)
 
     def _notify(
         self,
@@ -434,6 +480,10 @@ class _Evidence:
         signal = _SIGNALS[trigger]
         length = trigger_window(policy, trigger, alert.window)
         probe_data = alert.metric_type != UPTIME_METRIC
+        suspect_rev = state.revision(decision.suspect)
+        if trigger == "health" and probe_data and suspect_rev is not None and blind_spot(suspect_rev):
+            # No liveness probe: Monitoring's probe counts cannot confirm or refute; say so.
+            return Verification(verdict=Verdict.INCONCLUSIVE, note=blind_spot(suspect_rev))
         window = trailing_window(now, length)
         try:
             found = self._fetch(window, signal)

@@ -33,3 +33,16 @@ class ServiceNotFound(PermanentError):
 
 class ConflictError(TemporaryError):
     """The service changed between our read and our write (stale etag) more times than we retry."""
+
+
+class AccessDenied(PermanentError):
+    """Google refused the controller's credentials (401/403): no redelivery can fix that.
+
+    ``method`` is the API method refused, ``permission`` the IAM permission it needs.
+    """
+
+    def __init__(self, message: str, *, service: str, method: str, permission: str) -> None:
+        super().__init__(message)
+        self.service = service
+        self.method = method
+        self.permission = permission

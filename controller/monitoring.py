@@ -651,7 +651,10 @@ class MonitoringClient:
         """Per-revision numbers for ``ref`` over ``window``: one ListTimeSeries call per signal (+ pages)."""
         wanted = frozenset(signals)
         plan = queries(ref, window, wanted)  # ValueError for unknown signals: a programming error
-        budget = _Budget(self._deadline)
+        # Never more than what remains of the delivery's deadline (controller/deadline.py).
+        from controller.deadline import current
+
+        budget = _Budget(min(self._deadline, current().remaining()))
         started = time.monotonic()
         calls = [0]
         results: dict[str, list[Any]] = {}
@@ -675,6 +678,11 @@ class MonitoringClient:
             if not _is_client_error(exc):
                 raise
             elapsed = time.monotonic() - started
+            denied = _denied(exc)
+            if denied:
+                # Redelivery cannot grant a permission: say which one (the policy's fallback decides).
+                log.error(denied, extra={"fields": {"api_method": "ListTimeSeries", "permission": _PERMISSION}})
+                raise MonitoringUnavailable(f"Cloud Monitoring: {denied} ({_describe(exc)})") from exc
             raise MonitoringUnavailable(
                 f"Cloud Monitoring: {ref} after {elapsed:.2f}s ({calls[0]} calls): {_describe(exc)}"
             ) from exc
@@ -728,6 +736,24 @@ class MonitoringClient:
                 return series
             request.page_token = token
         raise MonitoringUnavailable(f"Cloud Monitoring: the {q.signal} query did not finish within {_MAX_PAGES} pages")
+
+
+_PERMISSION = "monitoring.timeSeries.list"
+
+
+def _denied(exc: BaseException) -> str:
+    """For a 401/403 (REST ``Unauthorized``/``Forbidden``, gRPC ``Unauthenticated``/``PermissionDenied``):
+    what is missing; else ""."""
+    import grpc
+    from google.api_core import exceptions as gexc
+
+    code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
+    if isinstance(exc, gexc.Unauthorized | gexc.Forbidden) or code in (
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    ):
+        return f"ListTimeSeries refused: the controller's service account lacks {_PERMISSION}"
+    return ""
 
 
 def _is_client_error(exc: BaseException) -> bool:

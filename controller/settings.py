@@ -49,6 +49,9 @@ class Settings(BaseModel):
     conflict_retries: int = Field(default=4, ge=1, le=10)
     # The most a Monitoring outage may cost a delivery before the policy's fallback applies.
     monitoring_deadline: float = Field(default=5.0, gt=0)
+    # Every delivery acts, acknowledges or raises within this (ROLLBACK_DELIVERY_DEADLINE, seconds):
+    # below Cloud Functions' timeout (60 s by default), so the platform never cuts a delivery short.
+    delivery_deadline: float = Field(default=50.0, gt=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -68,5 +71,6 @@ class Settings(BaseModel):
             slack_team_id=get("ROLLBACK_SLACK_TEAM_ID"),
             dry_run=_flag("ROLLBACK_DRY_RUN", get("ROLLBACK_DRY_RUN")),
             default_project=get("GOOGLE_CLOUD_PROJECT"),
+            delivery_deadline=float(get("ROLLBACK_DELIVERY_DEADLINE") or 50.0),
             regions=tuple(r.strip() for r in (get("ROLLBACK_REGIONS") or "").split(",") if r.strip()),
         )

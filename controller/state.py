@@ -42,6 +42,9 @@ class Revision(Frozen):
     create_time: datetime
     ready: bool
     image: str = ""
+    # Probe periods of the first container, in seconds; 0 = no such probe (see controller/probes.py).
+    liveness_period: int = 0
+    startup_period: int = 0
 
 
 class TrafficTarget(Frozen):

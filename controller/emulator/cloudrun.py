@@ -11,7 +11,13 @@ Implemented (paths under ``/v2/projects/{p}/locations/{l}``):
 * ``GET services/{s}``, ``GET services`` (paged), ``PATCH services/{s}`` (returns an LRO),
 * ``GET services/{s}/revisions`` (paged, deliberately *not* in creation order — the real API
   promises no order), ``GET services/{s}/revisions/{r}``,
-* ``GET operations/{id}`` (LRO polling; answered ``done:false`` ``operation_polls - 1`` times).
+* ``GET operations/{id}`` (LRO polling; answered ``done:false`` ``operation_polls - 1`` times;
+  a read of the service while it reconciles is a step of the rollout too, as a real rollout
+  proceeds whether or not anyone polls).
+
+Fault injection (5xx/429/401/403/412, delays before and after commit, hung calls, failing
+operations, persistent 409, unknown fields): ``emulator.faults``, see
+:mod:`controller.emulator.cloudrun_faults`.
 
 What a PATCH does, in order (this is the contract the controller relies on):
 
@@ -24,17 +30,22 @@ What a PATCH does, in order (this is the contract the controller relies on):
    a target with traffic that is not Ready → the operation finishes with error code 9
    (``FAILED_PRECONDITION``) and the service is left unchanged;
 4. ``validateOnly=true`` stops here: a finished operation, nothing changed;
-5. otherwise traffic, annotations and labels are replaced (only those named in ``updateMask``,
-   when one is given; empty traffic means LATEST 100 %, as in Cloud Run), ``generation`` is bumped,
-   ``etag`` and ``updateTime`` change, and ``trafficStatuses`` follows ``traffic`` once the
-   operation is done.
+5. otherwise traffic, annotations, labels and template are replaced (only those named in
+   ``updateMask`` when one is given; without a mask, everything: AIP-134; empty traffic means
+   LATEST 100 %, as in Cloud Run), ``generation`` is bumped, ``etag`` and ``updateTime`` change,
+   and ``trafficStatuses`` follows ``traffic`` once the operation is done;
+6. a template that differs from the current one (clearing a named ``template.revision`` included)
+   deploys a new revision (terraform-provider-google #13410); naming an existing revision with a
+   different template is 409 (googleapis/google-cloud-python #11870). ``template.revision`` is empty
+   unless the service was seeded with ``named_revisions=True``;
+7. traffic to a revision made to fail with :meth:`CloudRunEmulator.fail_to_serve` (or an armed
+   ``faults.fail_operations``) is committed, but the rollout fails: ``trafficStatuses`` keep what
+   served, ``terminalCondition`` is FAILED, the operation ends with code 13.
 
 Simplifications, on purpose:
 
-* A PATCH never creates a revision: template changes are ignored (the controller only moves
-  traffic). A ``template.revision`` that names no existing revision is ignored too; the real
-  service would deploy a revision by that name.
-* The "different configuration" check compares only the containers' images.
+* A deployed revision is Ready at once and takes the image of the template's first container;
+  the rest of the template is the emulator's fixed one.
 * Services cannot be created or deleted over the API (``allowMissing`` is ignored); tests seed them
   with :meth:`CloudRunEmulator.add_service`. No IAM: requests carry no credentials (the client uses
   ``AnonymousCredentials``), and none are required.
@@ -67,6 +78,7 @@ from google.cloud import run_v2
 from google.protobuf import json_format
 
 from controller.emulator import BackgroundHTTPServer, JsonHandler
+from controller.emulator.cloudrun_faults import CloudRunFaults
 
 __all__ = [
     "SAMPLE_PROJECT",
@@ -118,6 +130,7 @@ class RevisionSpec:
     create_time: datetime
     ready: bool = True
     image: str = ""
+    liveness_period: int = 0  # seconds; 0 = no liveness probe, as on a service deployed with defaults
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,8 @@ class _Revision:
     image: str
     uid: str
     ready_since: datetime
+    serve_error: str = ""  # set by fail_to_serve: routing traffic here fails reconciliation
+    liveness_period: int = 0  # seconds between liveness probes; 0 = none (Cloud Run's default)
 
 
 @dataclass
@@ -175,6 +190,8 @@ class _Service:
     generation: int = 1
     observed_generation: int = 1
     reconciling: bool = False
+    named_revisions: bool = False  # deployed with --revision-suffix / by Cloud Functions
+    failure: str = ""  # terminalCondition message after a failed reconciliation ("" = Ready)
 
     @property
     def resource_name(self) -> str:
@@ -192,6 +209,7 @@ class _Operation:
     generation: int  # the service generation this operation rolls out
     polls_left: int  # GETs still answered done:false
     error: tuple[int, str] | None = None
+    committed: bool = False  # the spec was written although the operation ends in ``error``
     done_json: dict[str, Any] | None = None
 
 
@@ -294,6 +312,15 @@ def _check_ready(svc: _Service, targets: Sequence[_Target]) -> str | None:
     return None
 
 
+def _serve_failure(svc: _Service, targets: Sequence[_Target]) -> tuple[int, str] | None:
+    """The operation error when traffic would reach a revision made to fail (``fail_to_serve``)."""
+    for t in targets:
+        rev = svc.newest(ready_only=True) if t.kind == "LATEST" else svc.revisions.get(t.revision)
+        if t.percent > 0 and rev is not None and rev.serve_error:
+            return 13, f"Revision '{rev.name}' cannot serve traffic: {rev.serve_error}"
+    return None
+
+
 def _canonical(targets: Iterable[_Target]) -> list[tuple[str, str, int, str]]:
     return sorted((t.kind, t.revision, t.percent, t.tag) for t in targets)
 
@@ -309,9 +336,28 @@ class _Renderer:
         self.host = f"{svc.name}-{h}-{region_code}.a.run.app"
         self.service_account = f"{svc.name}@{svc.project}.iam.gserviceaccount.com"
 
-    def _container(self, image: str) -> Any:
+    def _container(self, rev: _Revision) -> Any:
+        # Every revision has Cloud Run's default TCP startup probe (period 240 s, Cloud Run docs
+        # "Configure container health checks"); a liveness probe only when seeded with one.
+        liveness = (
+            run_v2.Probe(
+                http_get=run_v2.HTTPGetAction(path="/healthz", port=8080),
+                period_seconds=rev.liveness_period,
+                timeout_seconds=1,
+                failure_threshold=3,
+            )
+            if rev.liveness_period
+            else None
+        )
         return run_v2.Container(
-            image=image,
+            image=rev.image,
+            startup_probe=run_v2.Probe(
+                tcp_socket=run_v2.TCPSocketAction(port=8080),
+                period_seconds=240,
+                timeout_seconds=240,
+                failure_threshold=1,
+            ),
+            liveness_probe=liveness,
             ports=[run_v2.ContainerPort(name="http1", container_port=8080)],
             resources=run_v2.ResourceRequirements(
                 limits={"cpu": "1000m", "memory": "512Mi"}, cpu_idle=True, startup_cpu_boost=True
@@ -326,6 +372,40 @@ class _Renderer:
             tag=t.tag,
             uri=f"https://{t.tag}---{self.host}" if t.tag else "",
         )
+
+    def template(self) -> Any:
+        """The service's current template: the newest created revision's configuration.
+
+        ``revision`` is set only when the service names its revisions (as Cloud Run does for
+        ``--revision-suffix`` deploys and Cloud Functions-managed services).
+        """
+        svc = self.svc
+        created = svc.newest(ready_only=False)
+        return run_v2.RevisionTemplate(
+            revision=created.name if created and svc.named_revisions else "",
+            scaling=run_v2.RevisionScaling(max_instance_count=100),
+            timeout=timedelta(seconds=300),
+            service_account=self.service_account,
+            containers=[self._container(created)] if created else [],
+            execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
+            max_instance_request_concurrency=80,
+        )
+
+    def _terminal(self) -> Any:
+        svc = self.svc
+        if svc.reconciling:
+            return run_v2.Condition(
+                type_="Ready", state=run_v2.Condition.State.CONDITION_RECONCILING, last_transition_time=svc.update_time
+            )
+        if svc.failure:
+            return run_v2.Condition(
+                type_="Ready",
+                state=_FAILED,
+                message=svc.failure,
+                last_transition_time=svc.update_time,
+                severity=run_v2.Condition.Severity.ERROR,
+            )
+        return run_v2.Condition(type_="Ready", state=_SUCCEEDED, last_transition_time=svc.update_time)
 
     def service(self) -> dict[str, Any]:
         svc = self.svc
@@ -343,15 +423,7 @@ class _Renderer:
             last_modifier="deployer@example.com",
             ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
             launch_stage=launch_stage_pb2.LaunchStage.GA,
-            template=run_v2.RevisionTemplate(
-                revision=created.name if created else "",
-                scaling=run_v2.RevisionScaling(max_instance_count=100),
-                timeout=timedelta(seconds=300),
-                service_account=self.service_account,
-                containers=[self._container(created.image)] if created else [],
-                execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
-                max_instance_request_concurrency=80,
-            ),
+            template=self.template(),
             traffic=[
                 run_v2.TrafficTarget(
                     type_=_ALLOCATION_BY_KIND[t.kind],
@@ -362,7 +434,7 @@ class _Renderer:
                 for t in svc.traffic
             ],
             observed_generation=svc.observed_generation,
-            terminal_condition=run_v2.Condition(type_="Ready", state=_SUCCEEDED, last_transition_time=svc.update_time),
+            terminal_condition=self._terminal(),
             conditions=[
                 run_v2.Condition(type_="RoutesReady", state=_SUCCEEDED, last_transition_time=svc.update_time),
                 run_v2.Condition(
@@ -413,7 +485,7 @@ class _Renderer:
             max_instance_request_concurrency=80,
             timeout=timedelta(seconds=300),
             service_account=self.service_account,
-            containers=[self._container(rev.image)],
+            containers=[self._container(rev)],
             execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
             conditions=[
                 ready,
@@ -558,6 +630,8 @@ class CloudRunEmulator(BackgroundHTTPServer):
         self._patches: deque[PatchRecord] = deque(maxlen=_MAX_RECORDS)
         self._requests: deque[tuple[str, str]] = deque(maxlen=_MAX_RECORDS)
         self._etag_counter = itertools.count(1)
+        #: Armed faults (errors, delays, hangs, failing operations, ...): see ``cloudrun_faults``.
+        self.faults = CloudRunFaults()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -572,11 +646,17 @@ class CloudRunEmulator(BackgroundHTTPServer):
         The server keeps running; ``after_patch`` (an observer) and the settings are kept.
         """
         self.before_patch = None
+        self.faults.clear()
         with self._lock:
             self._services.clear()
             self._operations.clear()
             self._patches.clear()
             self._requests.clear()
+
+    def stop(self) -> None:
+        """Stop serving; requests sleeping in an injected delay are woken first."""
+        self.faults.release()
+        super().stop()
 
     # -- seeding and out-of-band changes ---------------------------------------------------
 
@@ -590,8 +670,13 @@ class CloudRunEmulator(BackgroundHTTPServer):
         traffic: Sequence[Mapping[str, Any]] | None = None,
         annotations: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        named_revisions: bool = False,
     ) -> None:
-        """Create a service with its revisions. Default traffic: LATEST 100 %."""
+        """Create a service with its revisions. Default traffic: LATEST 100 %.
+
+        ``named_revisions``: the service names its revisions (``--revision-suffix`` deploys, Cloud
+        Functions), so its ``template.revision`` is the newest revision's name.
+        """
         key = _key(project, region, service)
         now = self.clock()
         revs = [self._new_revision(project, region, service, spec) for spec in revisions]
@@ -608,6 +693,7 @@ class CloudRunEmulator(BackgroundHTTPServer):
             traffic=[],
             traffic_statuses=[],
             revisions={r.name: r for r in revs},
+            named_revisions=named_revisions,
         )
         if len(svc.revisions) != len(revs):
             raise ValueError("revision names must be unique")
@@ -644,6 +730,31 @@ class CloudRunEmulator(BackgroundHTTPServer):
                 rev.ready_since = self.clock()
                 svc.etag = self._new_etag(svc)
 
+    def fail_to_serve(
+        self,
+        project: str,
+        region: str,
+        service: str,
+        revision: str,
+        message: str = "The user-provided container failed to start and listen on the port defined by PORT=8080.",
+    ) -> None:
+        """Make ``revision`` unable to take traffic although it reads Ready (``message=""`` undoes it).
+
+        A PATCH that routes traffic to it is committed (spec and annotations as sent, a new
+        generation) but its rollout fails: ``trafficStatuses`` keep what served before,
+        ``terminalCondition`` turns FAILED with the reason and the operation ends with code 13
+        (``google.cloud.run_v2.types.Service`` field docs: reconciling, traffic_statuses,
+        terminal_condition).
+        """
+        with self._lock:
+            self._get(project, region, service).revisions[revision].serve_error = message
+
+    def revision_names(self, project: str, region: str, service: str) -> list[str]:
+        """Every revision of the service, oldest first."""
+        with self._lock:
+            revs = self._get(project, region, service).revisions.values()
+            return [r.name for r in sorted(revs, key=lambda r: r.create_time)]
+
     def set_traffic(self, project: str, region: str, service: str, traffic: Sequence[Mapping[str, Any]]) -> None:
         """Change traffic out of band (a human, or another controller instance): new etag."""
         targets = [_target_from_dict(t) for t in traffic]
@@ -656,6 +767,7 @@ class CloudRunEmulator(BackgroundHTTPServer):
             svc.generation += 1
             svc.observed_generation = svc.generation
             svc.reconciling = False
+            svc.failure = ""
             svc.update_time = self.clock()
             svc.etag = self._new_etag(svc)
 
@@ -717,6 +829,7 @@ class CloudRunEmulator(BackgroundHTTPServer):
             image=image,
             uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{_key(project, region, service)}/{spec.name}")),
             ready_since=spec.create_time,
+            liveness_period=spec.liveness_period,
         )
 
     def _new_etag(self, svc: _Service) -> str:
@@ -745,17 +858,28 @@ class CloudRunEmulator(BackgroundHTTPServer):
             if verb != method:
                 continue
             args = {k: unquote(v) for k, v in match.groupdict().items()}
+            injected = self.faults.before(action)
+            if injected is not None:
+                return injected.http_status, _ApiError(injected.http_status, injected.status, injected.message).body()
             try:
-                return 200, getattr(self, f"_api_{action}")(args, query, body)
+                payload = getattr(self, f"_api_{action}")(args, query, body)
             except _ApiError as err:
                 return err.http_status, err.body()
+            self.faults.after(action)
+            return 200, self.faults.decorate(payload)
         if allowed:
             return 501, _ApiError(501, "UNIMPLEMENTED", f"{method} is not implemented here.").body()
         return 404, _ApiError(404, "NOT_FOUND", f"No route for {method} {parts.path}.").body()
 
     def _api_get_service(self, a: dict[str, str], q: Mapping[str, list[str]], body: bytes) -> dict[str, Any]:
         with self._lock:
-            return _Renderer(self._lookup(a["p"], a["l"], a["s"])).service()
+            svc = self._lookup(a["p"], a["l"], a["s"])
+            if svc.reconciling:
+                # A rollout proceeds whether or not anyone polls its operation: a read is a step too.
+                for op in list(self._operations.values()):
+                    if op.done_json is None and op.service_key == svc.resource_name:
+                        self._step(op, svc)
+            return _Renderer(svc).service()
 
     def _api_list_services(self, a: dict[str, str], q: Mapping[str, list[str]], body: bytes) -> dict[str, Any]:
         parent = f"projects/{a['p']}/locations/{a['l']}"
@@ -800,16 +924,18 @@ class CloudRunEmulator(BackgroundHTTPServer):
             svc = self._services.get(op.service_key)
             if svc is None:  # the service was removed by reset(); nothing left to roll out
                 raise _ApiError(404, "NOT_FOUND", f"Operation '{name}' does not exist.")
-            if op.polls_left > 0:
-                op.polls_left -= 1
-                return self._operation_json(op, svc, done=False)
-            if op.error is None and svc.generation == op.generation and svc.reconciling:
-                # Rollout finished: status catches up with spec (no etag change, see docstring).
-                svc.reconciling = False
-                svc.observed_generation = svc.generation
-                svc.traffic_statuses = list(svc.traffic)
-            op.done_json = self._operation_json(op, svc, done=True)
-            return op.done_json
+            return self._step(op, svc)
+
+    def _step(self, op: _Operation, svc: _Service) -> dict[str, Any]:
+        """One step of a rollout (a poll of its operation or a read of its service); caller holds the lock."""
+        if op.polls_left > 0:
+            op.polls_left -= 1
+            return self._operation_json(op, svc, done=False)
+        if (op.error is None or op.committed) and svc.generation == op.generation and svc.reconciling:
+            # Rollout finished (no etag change, see docstring).
+            self._finish_rollout(svc, op)
+        op.done_json = self._operation_json(op, svc, done=True)
+        return op.done_json
 
     def _operation_json(self, op: _Operation, svc: _Service, *, done: bool) -> dict[str, Any]:
         # Polls are parsed strictly by the client: only Service fields may follow "@type".
@@ -843,9 +969,10 @@ class CloudRunEmulator(BackgroundHTTPServer):
         if hook is not None:
             hook(patch.key)  # outside the lock: the hook may call the emulator's helpers
 
-        fields = {"traffic", "annotations", "labels"}
+        # Without a mask the PATCH replaces the whole service with what was sent (AIP-134).
+        fields = {"traffic", "annotations", "labels", "template"}
         if patch.update_mask:
-            fields &= set(patch.update_mask)
+            fields &= {p.split(".", 1)[0] for p in patch.update_mask}
         with self._lock:
             try:
                 svc = self._lookup(a["p"], a["l"], a["s"])  # the hook may have removed it
@@ -896,18 +1023,18 @@ class CloudRunEmulator(BackgroundHTTPServer):
         Returns the new operation — ``polls_left`` is -1 when it is already done — whether
         traffic changed, and a short description for the record.
         """
+        if self.faults.conflict_always:
+            raise _ApiError(409, "ABORTED", "The etag provided does not match the current etag of the resource.")
         if sent.etag and sent.etag != svc.etag:
             raise _ApiError(409, "ABORTED", "The etag provided does not match the current etag of the resource.")
-        named = svc.revisions.get(sent.template.revision) if sent.template.revision else None
-        if named is not None and [c.image for c in sent.template.containers] != [named.image]:
-            raise _ApiError(
-                409,
-                "ABORTED",
-                f"Revision named '{named.name}' with different configuration already exists.",
-            )
+        new_revision = self._template_change(svc, sent.template) if "template" in fields else None
+        revisions = dict(svc.revisions)
+        if new_revision is not None:
+            revisions[new_revision.name] = new_revision
+        scratch = _Service(**{**svc.__dict__, "revisions": revisions})  # what the checks see
         # Empty traffic in a full update means "LATEST 100 %", as on Cloud Run.
         new_traffic = (targets or [_Target("LATEST", "", 100)]) if "traffic" in fields else list(svc.traffic)
-        problem = _check_traffic(svc, new_traffic)
+        problem = _check_traffic(scratch, new_traffic)
         if problem:
             raise _ApiError(400, "INVALID_ARGUMENT", problem)
 
@@ -917,7 +1044,7 @@ class CloudRunEmulator(BackgroundHTTPServer):
             generation=svc.generation,
             polls_left=self.operation_polls - 1,
         )
-        not_ready = _check_ready(svc, new_traffic)
+        not_ready = _check_ready(scratch, new_traffic)
         if not_ready:
             op.error = (9, not_ready)  # FAILED_PRECONDITION; the service stays as it was
             return op, False, not_ready
@@ -925,6 +1052,9 @@ class CloudRunEmulator(BackgroundHTTPServer):
         if validate_only:
             return op, changed, "validated; nothing changed"
 
+        # Reconciliation failures keep the spec (annotations included) but not the serving state.
+        failure = _serve_failure(scratch, new_traffic) or self.faults.take_operation_failure()
+        svc.revisions = revisions
         svc.traffic = list(new_traffic)
         if "annotations" in fields:
             svc.annotations = dict(sent.annotations)
@@ -934,13 +1064,46 @@ class CloudRunEmulator(BackgroundHTTPServer):
         svc.update_time = self.clock()
         svc.etag = self._new_etag(svc)
         op.generation = svc.generation
+        if failure is not None:
+            op.error, op.committed = failure, True
         if op.polls_left < 0:
-            svc.observed_generation = svc.generation
-            svc.traffic_statuses = list(svc.traffic)
-            svc.reconciling = False
+            self._finish_rollout(svc, op)
         else:
             svc.reconciling = True  # status catches up when the operation is polled to done
-        return op, changed, f"generation {svc.generation}"
+        created = f"; created revision {new_revision.name}" if new_revision else ""
+        return op, changed, f"generation {svc.generation}{created}"
+
+    def _finish_rollout(self, svc: _Service, op: _Operation) -> None:
+        """The rollout of ``op`` ends: status follows spec, or (on failure) keeps what served."""
+        svc.reconciling = False
+        svc.observed_generation = svc.generation
+        if op.error is None:
+            svc.traffic_statuses = list(svc.traffic)
+            svc.failure = ""
+        else:
+            svc.failure = op.error[1]
+
+    def _template_change(self, svc: _Service, sent: Any) -> _Revision | None:
+        """The revision a PATCH's template deploys, or None when the template is unchanged.
+
+        Any difference from the current template (clearing ``revision`` included) is a deploy
+        (terraform-provider-google #13410); naming an existing revision with a different template
+        is refused (googleapis/google-cloud-python #11870).
+        """
+        current = _Renderer(svc).template()
+        if run_v2.RevisionTemplate.pb(sent) == run_v2.RevisionTemplate.pb(current):
+            return None
+        if sent.revision and sent.revision in svc.revisions:
+            raise _ApiError(
+                409, "ABORTED", f"Revision named '{sent.revision}' with different configuration already exists."
+            )
+        if not sent.containers or not sent.containers[0].image:
+            raise _ApiError(400, "INVALID_ARGUMENT", "template.containers: a revision needs a container image.")
+        name = sent.revision or f"{svc.name}-{len(svc.revisions) + 1:05d}-{_digest(svc.etag, svc.name)[:3]}"
+        first = sent.containers[0]
+        period = int(first.liveness_probe.period_seconds or 10) if "liveness_probe" in first else 0
+        spec = RevisionSpec(name, self.clock(), image=first.image, liveness_period=period)
+        return self._new_revision(svc.project, svc.region, svc.name, spec)
 
     def _notify(self, rec: PatchRecord) -> None:
         hook = self.after_patch

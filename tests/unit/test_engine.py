@@ -200,14 +200,14 @@ class _FailingOperation(InMemoryCloudRun):
         raise OperationFailed("update of demo-proj/us-central1/checkout failed: revision not Ready")
 
 
-def test_failed_operation_is_told_loudly_and_acknowledged(capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_operation_is_told_loudly_and_redelivered(capsys: pytest.CaptureFixture[str]) -> None:
     notes = RecordingNotifier()
     ctl = Controller(
         Settings(), _FailingOperation(state(REVS)), notes, policies=load_policies(ROOT / "policies"), clock=lambda: T0
     )
-    outcome = ctl.handle_alert(alert())  # returns: redelivery would fail the same way
-    assert "revision not Ready" in outcome.error
+    with pytest.raises(TemporaryError, match="revision not Ready"):  # Pub/Sub redelivers (issue 9 point 3)
+        ctl.handle_alert(alert())
     [message] = notes.messages
     assert message.text.startswith(":rotating_light: Rollback of checkout FAILED")
     assert "reason `rollback-failed`" in str(message.blocks)
-    assert log_lines(capsys)[-1]["severity"] == "ERROR"
+    assert "rollback FAILED" in str(log_lines(capsys)[-1]["message"])
