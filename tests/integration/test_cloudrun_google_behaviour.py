@@ -89,8 +89,8 @@ def test_rollback_on_a_named_revision_service_creates_no_revision(emu: CloudRunE
     assert outcome.decision is not None and outcome.decision.reason.value == "rolled-back"
     assert emu.revision_names(P, R, S) == before
     assert emu.traffic(P, R, S) == [{"type": "REVISION", "revision": PREVIOUS, "percent": 100, "tag": ""}]
-    [patch] = emu.patches
-    assert patch.update_mask == ("traffic", "annotations")
+    # The rollback, then the ledger-only write that records Slack was told (controller/announce.py).
+    assert emu.patches and all(patch.update_mask == ("traffic", "annotations") for patch in emu.patches)
     annotations = emu.service(P, R, S)["annotations"]
     assert annotations["team"] == "payments" and annotations["owner"] == "pay-oncall"  # the whole map went back
 
@@ -482,12 +482,17 @@ def test_canary_tick_on_a_named_revision_service_creates_no_revision(emu: CloudR
         R,
         S,
         revisions=[RevisionSpec(PREVIOUS, T0 - timedelta(days=2)), RevisionSpec(SUSPECT, T0 - timedelta(minutes=1))],
-        traffic=[{"type": "REVISION", "revision": PREVIOUS, "percent": 100}],
+        # CI deployed the candidate with --no-traffic --tag candidate (docs/canary.md).
+        traffic=[
+            {"type": "REVISION", "revision": PREVIOUS, "percent": 100},
+            {"type": "REVISION", "revision": SUSPECT, "percent": 0, "tag": "candidate"},
+        ],
         named_revisions=True,
     )
     (tmp_path / "canary.yaml").write_text(CANARY_POLICY)
     before = emu.revision_names(P, R, S)
     control = CanaryControl(client(emu), None, RecordingNotifier(), load_policies(tmp_path), Settings(), lambda: T0)
+    assert control.tick(REF).step is Step.ADOPT  # the first tick only records stable (a ledger-only write)
     report = control.tick(REF)
     assert report.step is Step.START and report.changed
     assert emu.revision_names(P, R, S) == before
