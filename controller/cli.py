@@ -1,4 +1,5 @@
-"""Command line for operators and CI: ``python -m controller <command>``.
+"""Command line for operators and CI: ``rollback-controller <command>`` (the console script that
+``pip install .`` provides) or, from a checkout, ``python -m controller <command>``.
 
 Commands:
 
@@ -39,6 +40,8 @@ EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 PROG = "python -m controller"
+CONSOLE_SCRIPT = "rollback-controller"
+"""The installed command (``[project.scripts]`` in pyproject.toml): the same parser as ``PROG``."""
 
 
 def _display(path: Path) -> str:
@@ -156,13 +159,19 @@ def _add_demo(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--once", action="store_true", help="stop after the sample alert (exit 0 if it was handled)")
     parser.add_argument("--port", type=int, default=None, help="port for handle_alert (default: a free one)")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="also show the function's JSON log lines (always in the log file)"
+    )
+    parser.add_argument(
+        "--log-file", type=Path, default=None, metavar="FILE", help="where the JSON log lines go (default: a temp file)"
+    )
     parser.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from controller import demo
 
-    return demo.run(once=args.once, port=args.port)
+    return demo.run(once=args.once, port=args.port, verbose=args.verbose, log_file=args.log_file)
 
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
@@ -178,8 +187,9 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser; every command sets ``handler`` on its namespace."""
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=CONSOLE_SCRIPT if invoked == CONSOLE_SCRIPT else PROG,
         description="Cloud Run rollback controller: operator and CI commands.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -196,4 +206,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except Exception as exc:
+        from controller.cli_common import explain
+
+        line = explain(exc)
+        if line is None:
+            raise  # not an operator's problem: a bug, keep the traceback
+        print(f"{parser.prog} {args.command}: error: {line}", file=sys.stderr)
+        return int(getattr(args, "error_exit", EXIT_INVALID))
+
+
+def console_main() -> int:
+    """The ``rollback-controller`` console script (``pip install .``): the same commands."""
+    return main()

@@ -69,6 +69,7 @@ from controller.messages import SlackMessage, console_url
 from controller.settings import Settings
 from controller.slack import Notifier
 from controller.state import Frozen, ServiceRef, ServiceState, TrafficTarget
+from controller.wording import action_name, human_time
 
 log = logging.getLogger("controller.manual")
 
@@ -223,7 +224,8 @@ def plan_rollback(
             return _refuse(
                 "rollback",
                 TARGET_QUARANTINED,
-                f"{target} is quarantined (it was rolled back away from); pass force to route traffic to it anyway",
+                f"{target} is quarantined (it was rolled back away from); pass --force "
+                '(HTTP: "force": true) to route traffic to it anyway',
             )
         if state.percent_by_revision().get(target, 0) == 100:
             return _refuse("rollback", ALREADY_SERVING, f"{target} already serves 100% of the traffic")
@@ -298,7 +300,7 @@ def plan_undo(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
         return _refuse(
             "undo",
             NOTHING_TO_UNDO,
-            f"the last action was already an undo (by {last.actor} at {last.at.isoformat()}); "
+            f"the last action was already an undo (by {last.actor} at {human_time(last.at)}); "
             "roll back explicitly instead",
         )
     if not last.before:
@@ -319,7 +321,7 @@ def plan_undo(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
             kind="undo",
             at=now,
             actor=actor,
-            reason=reason or f"undo {last.kind} by {last.actor} at {last.at.isoformat()}",
+            reason=reason or f"undo {action_name(last.kind)} by {last.actor} at {human_time(last.at)}",
             from_revision=last.to_revision,
             to_revision=last.from_revision,
             before=state.traffic,
@@ -329,7 +331,7 @@ def plan_undo(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
     )
     lifted = "" if ledger_after.is_quarantined(last.from_revision) else f"; {last.from_revision} no longer quarantined"
     message = (
-        f"undid the {last.kind} by {last.actor} at {last.at.isoformat()}: traffic restored to "
+        f"undid the {action_name(last.kind)} by {last.actor} at {human_time(last.at)}: traffic restored to "
         f"{describe_traffic(last.before)}{lifted if last.from_revision else ''}"
     )
     return Plan(
@@ -350,7 +352,7 @@ def plan_hold(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
         return Plan(
             action="hold",
             traffic_after=state.traffic,
-            message=f"already on hold since {held.at.isoformat()} by {held.by}"
+            message=f"already on hold since {human_time(held.at)} by {held.by}"
             + (f" ({held.reason})" if held.reason else ""),
         )
     hold = Hold(by=actor, at=now, reason=reason[:160])
@@ -359,7 +361,7 @@ def plan_hold(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
         changed=True,
         traffic_after=state.traffic,  # traffic untouched: only the ledger changes
         ledger_after=ledger.model_copy(update={"hold": hold}),
-        message="on hold: automation will not change this service's traffic until released",
+        message="automation will not change this service's traffic until released",
     )
 
 
@@ -373,7 +375,7 @@ def plan_release(state: ServiceState, ledger: Ledger) -> Plan:
         changed=True,
         traffic_after=state.traffic,
         ledger_after=ledger.model_copy(update={"hold": None}),
-        message=f"released the hold set by {held.by} at {held.at.isoformat()}; automation may act again",
+        message=f"released the hold set by {held.by} at {human_time(held.at)}; automation may act again",
     )
 
 

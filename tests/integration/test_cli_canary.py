@@ -103,7 +103,8 @@ def test_gate_exits_3_while_the_canary_is_in_progress(stack: Stack) -> None:
     done = gate(stack)
     assert done.returncode == 3, done.stderr
     assert done.stdout.startswith(f"INCONCLUSIVE: {CANDIDATE}")
-    done = gate(stack, "--json")
+    assert done.stderr == ""  # JSON log lines only on request
+    done = gate(stack, "--json", "--log-json")
     assert done.returncode == 3, done.stderr
     body = json.loads(done.stdout)
     assert (body["verdict"], body["step"], body["percent"]) == ("inconclusive", "wait", 10)

@@ -73,7 +73,9 @@ def test_validate_several_paths_as_one_set() -> None:
     [
         (
             [f"{INVALID}/ratio-not-percent.yaml"],
-            [f"{INVALID}/ratio-not-percent.yaml:5:5: triggers.error_rate.above: Input should be less than 1"],
+            [
+                f"{INVALID}/ratio-not-percent.yaml:5:5: triggers.error_rate.above: Input should be less than 1 (a ratio: 0.05 means 5%)"
+            ],
             f"1 problem in {INVALID}/ratio-not-percent.yaml",
         ),
         (
