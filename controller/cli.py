@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from controller.alertpolicies import add_command as _add_alert_policies  # alert-policies
 from controller.cli_canary import register as _add_canary  # canary status | tick | gate | approve
+from controller.cli_common import PROG  # "rollback-controller" or "python -m controller", as invoked
 from controller.cli_manual import register as _add_manual  # rollback, undo, hold, release, status
 from controller.policy import Policy, PolicySet, format_duration
 from controller.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
@@ -38,10 +39,6 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
-
-PROG = "python -m controller"
-CONSOLE_SCRIPT = "rollback-controller"
-"""The installed command (``[project.scripts]`` in pyproject.toml): the same parser as ``PROG``."""
 
 
 def _display(path: Path) -> str:
@@ -187,9 +184,8 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser; every command sets ``handler`` on its namespace."""
-    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(
-        prog=CONSOLE_SCRIPT if invoked == CONSOLE_SCRIPT else PROG,
+        prog=PROG,
         description="Cloud Run rollback controller: operator and CI commands.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -34,6 +34,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Final, TextIO
 
+from controller.cli_common import PROG as BASE_PROG
 from controller.cli_common import actor as cli_actor
 from controller.cli_common import add_log_options, human_time, log_to_stderr, plain_error, settings_and_project
 
@@ -48,7 +49,7 @@ EXIT_FAIL: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INCONCLUSIVE: Final = 3
 EXIT_ERROR: Final = 4
-PROG = "python -m controller canary"
+PROG = f"{BASE_PROG} canary"
 
 
 def register(subparsers: Subparsers) -> None:

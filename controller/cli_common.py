@@ -22,6 +22,17 @@ if TYPE_CHECKING:
     from controller.settings import Settings
 
 EXIT_USAGE = 2
+CONSOLE_SCRIPT = "rollback-controller"
+"""The installed command (``[project.scripts]`` in pyproject.toml): the same parser as ``python -m controller``."""
+
+
+def program() -> str:
+    """How the user invoked us, for usage and error lines: the console script or ``python -m controller``."""
+    invoked = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return CONSOLE_SCRIPT if invoked == CONSOLE_SCRIPT else "python -m controller"
+
+
+PROG = program()
 
 __all__ = ["action_name", "add_log_options", "explain", "human_time", "plain_error"]
 

@@ -21,6 +21,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from controller.cli_common import PROG as BASE_PROG
 from controller.cli_common import (
     action_name,
     add_log_options,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
-PROG = "python -m controller"
+PROG = BASE_PROG
 
 
 def _common(parser: argparse.ArgumentParser, *, acts: bool = True) -> None:

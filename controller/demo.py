@@ -241,7 +241,9 @@ def run(*, once: bool, port: int | None, verbose: bool = False, log_file: Path |
     from controller.emulator.slack import SlackEmulator
 
     if port is not None and (problem := port_problem(port)):
-        print(f"python -m controller demo: error: {problem}", file=sys.stderr)
+        from controller.cli_common import PROG
+
+        print(f"{PROG} demo: error: {problem}", file=sys.stderr)
         return 2
     port = port or free_port()
     # Kept after the demo on purpose: the path is printed so the lines can be read afterwards.

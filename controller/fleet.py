@@ -68,12 +68,15 @@ def fleet_status(run: CloudRunApi, project: str, region: str) -> list[FleetRow]:
 
 
 def fleet_json(rows: list[FleetRow]) -> dict[str, Any]:
+    """``{"services": [...], "count": N}``; traffic in the API's form, as ``GET /status`` answers it."""
     from controller.manual import traffic_json
 
     services = []
     for row in rows:
         data = row.model_dump(mode="json")
         data["traffic"] = traffic_json(row.traffic)
+        if row.last_action is not None:
+            data["last_action"]["before"] = traffic_json(row.last_action.before)
         services.append(data)
     return {"services": services, "count": len(services)}
 

@@ -96,6 +96,24 @@ def test_console_script_has_the_same_commands(installed: Path, tmp_path: Path) -
     assert schema.returncode == 0 and '"$schema"' in schema.stdout
 
 
+def test_console_script_errors_name_it(installed: Path, tmp_path: Path) -> None:
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLBACK_", "GOOGLE_"))}
+    done = subprocess.run(
+        [str(installed), "status", "checkout", "--region", "europe-west1"],
+        cwd=tmp_path,
+        env=env_free | {"PYTHONPATH": str(installed.parent.parent)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        == "rollback-controller status: error: --project is required (GOOGLE_CLOUD_PROJECT is unset)"
+    )
+
+
 def test_readme_synopsis_is_what_the_parser_accepts() -> None:
     readme = (ROOT / "README.md").read_text()
     lines = [line.strip() for line in readme.splitlines() if line.strip().startswith("rollback-controller ")]
