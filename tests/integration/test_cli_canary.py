@@ -245,3 +245,15 @@ def test_cloud_run_unreachable_is_one_line_without_urllib3_text(stack: Stack) ->
     [line] = done.stderr.strip().splitlines()
     assert f"cannot reach 127.0.0.1:{closed} (connection refused)" in line
     assert "HTTPConnectionPool" not in line and "%24alt" not in line
+
+
+def test_fleet_status_shows_the_canary_step_and_its_real_share(stack: Stack) -> None:
+    cs = CanaryState(candidate=CANDIDATE, stable=STABLE, step=1, step_started_at=T0)
+    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.to_ledger()}), percent=25)
+    done = subprocess.run(
+        [sys.executable, "-m", "controller", "status", "--region", REGION],
+        cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"  checkout: {STABLE} 75%, {CANDIDATE} 25%" in done.stdout.splitlines()
+    assert f"    canary:      {CANDIDATE} vs {STABLE} (step 2, serving 25%)" in done.stdout.splitlines()
