@@ -1,4 +1,5 @@
-"""Command line for operators and CI: ``python -m controller <command>``.
+"""Command line for operators and CI: ``rollback-controller <command>`` (the console script that
+``pip install .`` provides) or, from a checkout, ``python -m controller <command>``.
 
 Commands:
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from controller.alertpolicies import add_command as _add_alert_policies  # alert-policies
 from controller.cli_canary import register as _add_canary  # canary status | tick | gate | approve
+from controller.cli_common import PROG  # "rollback-controller" or "python -m controller", as invoked
 from controller.cli_manual import register as _add_manual  # rollback, undo, hold, release, status
 from controller.policy import Policy, PolicySet, format_duration, policy_warnings
 from controller.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
@@ -37,8 +39,6 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
-
-PROG = "python -m controller"
 
 
 def _display(path: Path) -> str:
@@ -158,13 +158,19 @@ def _add_demo(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--once", action="store_true", help="stop after the sample alert (exit 0 if it was handled)")
     parser.add_argument("--port", type=int, default=None, help="port for handle_alert (default: a free one)")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="also show the function's JSON log lines (always in the log file)"
+    )
+    parser.add_argument(
+        "--log-file", type=Path, default=None, metavar="FILE", help="where the JSON log lines go (default: a temp file)"
+    )
     parser.set_defaults(handler=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from controller import demo
 
-    return demo.run(once=args.once, port=args.port)
+    return demo.run(once=args.once, port=args.port, verbose=args.verbose, log_file=args.log_file)
 
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
@@ -198,4 +204,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except Exception as exc:
+        from controller.cli_common import explain
+
+        line = explain(exc)
+        if line is None:
+            raise  # not an operator's problem: a bug, keep the traceback
+        print(f"{parser.prog} {args.command}: error: {line}", file=sys.stderr)
+        return int(getattr(args, "error_exit", EXIT_INVALID))
+
+
+def console_main() -> int:
+    """The ``rollback-controller`` console script (``pip install .``): the same commands."""
+    return main()

@@ -21,7 +21,8 @@ exit  meaning
 
 ``tick`` and ``approve`` exit 0 when done (whatever the step), 4 on errors; ``status`` likewise.
 Output is a short summary, or the API's JSON with ``--json``. The JSON log line per tick goes to
-standard error, so standard output stays clean.
+standard error with ``--log-json``/``-v`` only, so standard output stays clean. Missing credentials
+or an unreachable Cloud Run are errors (4, one line on stderr), never a "fail".
 
 This module is imported by every CLI command: heavy imports live inside the handlers.
 """
@@ -33,8 +34,9 @@ import json
 import sys
 from typing import TYPE_CHECKING, Final, TextIO
 
+from controller.cli_common import PROG as BASE_PROG
 from controller.cli_common import actor as cli_actor
-from controller.cli_common import log_to_stderr, settings_and_project
+from controller.cli_common import add_log_options, human_time, log_to_stderr, plain_error, settings_and_project
 
 if TYPE_CHECKING:
     from controller.canary_control import CanaryControl, CanaryReport, CanaryStatus, GateReport
@@ -47,7 +49,7 @@ EXIT_FAIL: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INCONCLUSIVE: Final = 3
 EXIT_ERROR: Final = 4
-PROG = "python -m controller canary"
+PROG = f"{BASE_PROG} canary"
 
 
 def register(subparsers: Subparsers) -> None:
@@ -68,6 +70,8 @@ def register(subparsers: Subparsers) -> None:
         p.add_argument("--region", required=service_required, default=None, help="the service's region")
         p.add_argument("--project", default=None, help="project id (default: $GOOGLE_CLOUD_PROJECT)")
         p.add_argument("--json", action="store_true", help="print the API's JSON")
+        add_log_options(p)
+        p.set_defaults(error_exit=EXIT_ERROR)  # no credentials, Cloud Run out of reach: "error", never "fail"
 
     p = commands.add_parser("status", help="the canary state in the ledger", description="Show a canary's state.")
     common(p)
@@ -94,7 +98,7 @@ def register(subparsers: Subparsers) -> None:
 
     p = commands.add_parser(
         "approve",
-        help="allow the promotion to 100% (policies with require_approval)",
+        help="allow the promotion to 100%% (policies with require_approval)",
         description="Approve the canary's last step; it happens once the step has passed. Never delays a rollback.",
     )
     common(p)
@@ -117,7 +121,7 @@ def _build(args: argparse.Namespace, err: TextIO) -> tuple[CanaryControl, str] |
 
 def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    from controller.canary_control import gate_json, report_json, status_json
+    from controller.canary_control import report_json, status_json
     from controller.errors import ControllerError
     from controller.state import ServiceRef
 
@@ -136,13 +140,11 @@ def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         except ValueError as exc:
             print(f"{command}: error: {exc}", file=err)
             return EXIT_USAGE
-    log_to_stderr()
+    log_to_stderr(args)
     try:
         if args.action == "gate":
             assert ref is not None
-            gate = control.gate(ref, args.revision)
-            print(json.dumps(gate_json(gate), indent=2) if args.json else format_gate(gate), file=out)
-            return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(gate.verdict.value, EXIT_INCONCLUSIVE)
+            return _gate(control, ref, args, out, err)
         if args.action == "status":
             assert ref is not None
             status = control.status(ref)
@@ -157,9 +159,13 @@ def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
         else:
             reports = control.tick_all(project, args.region)
     except ControllerError as exc:
-        print(f"{command}: failed: {exc}", file=err)
+        from controller.cli_manual import not_found
+        from controller.errors import ServiceNotFound
+
+        message = not_found(control.run, ref) if isinstance(exc, ServiceNotFound) and ref else plain_error(str(exc))
+        print(f"{command}: error: {message}", file=err)
         if args.json:
-            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}, indent=2), file=out)
+            print(json.dumps({"error": type(exc).__name__, "message": message}, indent=2), file=out)
         return EXIT_ERROR
     finally:
         close = getattr(control.monitoring, "close", None)
@@ -176,13 +182,46 @@ def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
     return EXIT_ERROR if any(r.error for r in reports) else EXIT_PASS
 
 
+def _gate(control: CanaryControl, ref: ServiceRef, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``canary gate``: a revision that does not exist is an error (4), not "poll again" (3), and one
+    that was rolled back and quarantined is a failure (1) that says so."""
+    from controller.canary_control import gate_json
+    from controller.ledger import read_ledger
+
+    command = f"{PROG} gate"
+    before = control.run.read(ref)
+    names = [r.name for r in sorted(before.revisions, key=lambda r: r.create_time, reverse=True)]
+    if args.revision and args.revision not in names:
+        message = f"revision {args.revision} not found in {ref.service} (revisions: {', '.join(names) or 'none'})"
+        print(f"{command}: error: {message}", file=err)
+        if args.json:
+            print(json.dumps({"error": "revision_not_found", "message": message}, indent=2), file=out)
+        return EXIT_ERROR
+    gate = control.gate(ref, args.revision)
+    after = control.run.read(ref)
+    quarantine = next((q for q in read_ledger(after.annotations).quarantined if q.revision == gate.revision), None)
+    verdict = gate.verdict.value
+    if quarantine is not None and verdict != "pass":
+        verdict = "fail"
+        why = f": {quarantine.reason}" if quarantine.reason else ""
+        note = f"{gate.revision} is quarantined since {human_time(quarantine.at)}{why}; it gets no canary traffic"
+        gate = gate.model_copy(update={"message": f"{note} ({gate.message})" if gate.message else note})
+    served = after.percent_by_revision().get(gate.revision, 0)
+    if args.json:
+        body = gate_json(gate) | {"verdict": verdict, "serving_percent": served}
+        print(json.dumps(body, indent=2), file=out)
+    else:
+        print(format_gate(gate, verdict=verdict, served=served), file=out)
+    return {"pass": EXIT_PASS, "fail": EXIT_FAIL}.get(verdict, EXIT_INCONCLUSIVE)
+
+
 # --------------------------------------------------------------------------- text
 
 
 def format_report(report: CanaryReport) -> str:
     head = f"{report.service}: {report.step.value}"
     if report.error:
-        return f"{head}: ERROR {report.error}"
+        return f"{head}: ERROR {plain_error(report.error)}"
     lines = [f"{head}: {report.message}"]
     if report.comparison is not None:
         lines += [f"  {line}" for line in report.comparison.lines]
@@ -190,9 +229,12 @@ def format_report(report: CanaryReport) -> str:
     return "\n".join(lines)
 
 
-def format_gate(gate: GateReport) -> str:
+def format_gate(gate: GateReport, *, verdict: str = "", served: int | None = None) -> str:
+    """``PASS: rev on svc (step, serving N%)``: N is the share the revision really serves now."""
+    share = f"serving {served}%" if served is not None else f"{gate.percent}%"
+    head = (verdict or gate.verdict.value).upper()
     lines = [
-        f"{gate.verdict.value.upper()}: {gate.revision or '?'} on {gate.service} ({gate.step.value}, {gate.percent}%)",
+        f"{head}: {gate.revision or '?'} on {gate.service} ({gate.step.value}, {share})",
         f"  {gate.message}",
     ]
     lines += [f"  {line}" for line in gate.evidence]
@@ -212,9 +254,9 @@ def format_status(status: CanaryStatus) -> str:
         lines.append("  canary:    none in progress")
     else:
         share = status.steps[cs.step] if status.steps and cs.step < len(status.steps) else "?"
-        state = f"promoted at {cs.promoted_at.isoformat()}" if cs.promoted_at else f"at {share}%"
+        state = f"promoted at {human_time(cs.promoted_at)}" if cs.promoted_at else f"at {share}%"
         lines.append(
-            f"  canary:    {cs.candidate} vs {cs.stable}, {state}, step since {cs.step_started_at.isoformat()}"
+            f"  canary:    {cs.candidate} vs {cs.stable}, {state}, step since {human_time(cs.step_started_at)}"
         )
         if cs.approved_by:
             lines.append(f"  approved:  {cs.approved_by}")

@@ -7,8 +7,9 @@ Slack is told like any manual action (``SLACK_BOT_TOKEN``/``SLACK_CHANNEL`` or `
 
 Output: a readable summary and traffic table by default, ``--json`` for the API's JSON. The one
 structured log line per action goes to standard error, so standard output stays clean for
-``--json``. Exit codes: 0 done (or nothing to change), 1 refused by a guard, service not found or
-Cloud Run error, 2 usage.
+``--json``; the JSON log lines only with ``--log-json``/``-v``. ``status --region R`` without a
+service lists every service there. Exit codes: 0 done (or nothing to change), 1 refused by a guard,
+service not found, no credentials or Cloud Run error (one line on stderr, never a traceback), 2 usage.
 
 This module is imported by every CLI command: heavy imports live inside the handlers.
 """
@@ -20,10 +21,19 @@ import json
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from controller.cli_common import PROG as BASE_PROG
+from controller.cli_common import (
+    action_name,
+    add_log_options,
+    human_time,
+    log_to_stderr,
+    plain_error,
+    settings_and_project,
+)
 from controller.cli_common import actor as cli_actor
-from controller.cli_common import log_to_stderr, settings_and_project
 
 if TYPE_CHECKING:
+    from controller.cloudrun import CloudRunApi
     from controller.manual import ActionResult, ManualControl, StatusReport
     from controller.state import ServiceRef, TrafficTarget
 
@@ -32,19 +42,27 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
-PROG = "python -m controller"
+PROG = BASE_PROG
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("service", metavar="SERVICE", help="Cloud Run service name")
+def _common(parser: argparse.ArgumentParser, *, acts: bool = True) -> None:
+    if acts:
+        parser.add_argument("service", metavar="SERVICE", help="Cloud Run service name")
+    else:
+        parser.add_argument(
+            "service", metavar="SERVICE", nargs="?", default=None, help="one service (default: every service there)"
+        )
     parser.add_argument("--region", required=True, help="the service's region, e.g. europe-west1")
     parser.add_argument("--project", default=None, help="project id (default: $GOOGLE_CLOUD_PROJECT)")
-    parser.add_argument(
-        "--actor",
-        default=None,
-        help="who is acting, recorded in the ledger, the log and Slack (default: cli:$USER)",
-    )
+    if acts:  # only actions are attributed; reading the status is nobody's act
+        parser.add_argument(
+            "--actor",
+            default=None,
+            help="who is acting, recorded in the ledger, the log and Slack (default: cli:$USER)",
+        )
     parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    add_log_options(parser)
+    parser.set_defaults(error_exit=EXIT_REFUSED)
 
 
 def register(subparsers: Subparsers) -> None:
@@ -93,17 +111,18 @@ def register(subparsers: Subparsers) -> None:
 
     p = subparsers.add_parser(
         "status",
-        help="traffic, revisions and the ledger (last action, quarantine, hold)",
-        description="Show a service's traffic, its revisions with readiness, and the controller's memory.",
+        help="traffic, revisions and the ledger (last action, quarantine, hold); every service without SERVICE",
+        description="Show a service's traffic, its revisions with readiness, and the controller's memory. "
+        "Without SERVICE: one line per service in --region (traffic, last action, canary, hold, quarantine).",
     )
-    _common(p)
+    _common(p, acts=False)
     p.set_defaults(handler=_run, action="status")
 
 
 # --------------------------------------------------------------------------- running
 
 
-def _control(args: argparse.Namespace, err: TextIO) -> tuple[ManualControl, ServiceRef] | int:
+def _control(args: argparse.Namespace, err: TextIO) -> tuple[ManualControl, ServiceRef | None] | int:
     """The engine and the service to act on, or a usage exit code (the problem printed)."""
     from controller.api import utc_now
     from controller.cloudrun import CloudRunClient
@@ -117,7 +136,8 @@ def _control(args: argparse.Namespace, err: TextIO) -> tuple[ManualControl, Serv
         return found
     settings, project = found
     try:
-        ref = ServiceRef(project=project, region=args.region, service=args.service)
+        ref = ServiceRef(project=project, region=args.region, service=args.service) if args.service else None
+        ServiceRef(project=project, region=args.region, service="x")  # the region and project, checked
     except ValueError as exc:
         print(f"{command}: error: {exc}", file=err)
         return EXIT_USAGE
@@ -153,9 +173,12 @@ def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
     built = _control(args, err)
     if isinstance(built, int):
         return built
-    control, ref = built
-    log_to_stderr()
+    control, maybe_ref = built
+    log_to_stderr(args)
     command = f"{PROG} {args.action}"
+    if maybe_ref is None:
+        return _fleet_status(control, args, out, err)
+    ref = maybe_ref
     failure: dict[str, object]
     try:
         if args.action == "status":
@@ -169,19 +192,49 @@ def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
             "message": exc.refusal.message,
             "traffic": traffic_json(exc.state.traffic),
         }
-        print(f"{command}: refused ({exc.refusal.guard}): {exc.refusal.message}", file=err)
-    except ServiceNotFound as exc:
-        failure = {"error": "service_not_found", "message": str(exc)}
-        print(f"{command}: {exc}", file=err)
+        print(f"{command}: refused: {exc.refusal.message}", file=err)
+    except ServiceNotFound:
+        message = not_found(control.run, ref)
+        failure = {"error": "service_not_found", "message": message}
+        print(f"{command}: error: {message}", file=err)
     except ControllerError as exc:
-        failure = {"error": type(exc).__name__, "message": str(exc)}
-        print(f"{command}: failed: {exc}", file=err)
+        failure = {"error": type(exc).__name__, "message": plain_error(str(exc))}
+        print(f"{command}: failed: {plain_error(str(exc))}", file=err)
     else:
         print(json.dumps(result_json(result), indent=2) if args.json else format_result(result), file=out)
         return EXIT_OK
     if args.json:
         print(json.dumps(failure, indent=2), file=out)
     return EXIT_REFUSED
+
+
+def not_found(run: CloudRunApi, ref: ServiceRef) -> str:
+    """ "checkout-api not found in acme-prod/europe-west1 (services there: cart, checkout)"."""
+    from controller.errors import ControllerError
+
+    where = f"{ref.project}/{ref.region}"
+    try:
+        names = [r.service for r in run.list_services(ref.project, ref.region)]
+    except ControllerError:
+        return f"{ref.service} not found in {where}"
+    there = f"services there: {', '.join(names)}" if names else "no services there"
+    return f"{ref.service} not found in {where} ({there})"
+
+
+def _fleet_status(control: ManualControl, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``status --region R``: one line per service (traffic, last action, canary step, hold, quarantine)."""
+    from controller.errors import ControllerError
+    from controller.fleet import fleet_json, fleet_status, format_fleet
+
+    command = f"{PROG} status"
+    project: str = args.project or control.settings.default_project or ""
+    try:
+        rows = fleet_status(control.run, project, args.region)
+    except ControllerError as exc:
+        print(f"{command}: failed: {plain_error(str(exc))}", file=err)
+        return EXIT_REFUSED
+    print(json.dumps(fleet_json(rows), indent=2) if args.json else format_fleet(rows, project, args.region), file=out)
+    return EXIT_REFUSED if any(r.error for r in rows) else EXIT_OK
 
 
 # --------------------------------------------------------------------------- tables
@@ -216,7 +269,7 @@ def format_result(result: ActionResult) -> str:
     if not result.confirmed:
         lines.append("  WARNING: Cloud Run accepted the change but has not confirmed it yet; check status")
     if result.hold is not None:
-        lines.append(f"  on hold since {result.hold.at.isoformat()} by {result.hold.by}")
+        lines.append(f"  on hold since {human_time(result.hold.at)} by {result.hold.by}")
     lines += ["", "Traffic:", _traffic_table(result.traffic)]
     return "\n".join(lines)
 
@@ -226,13 +279,13 @@ def format_status(report: StatusReport) -> str:
     if report.uri:
         lines.append(f"  url:         {report.uri}")
     hold = report.hold
-    held = f"since {hold.at.isoformat()} by {hold.by}" + (f" ({hold.reason})" if hold.reason else "") if hold else "no"
+    held = f"since {human_time(hold.at)} by {hold.by}" + (f" ({hold.reason})" if hold.reason else "") if hold else "no"
     lines.append(f"  on hold:     {held}")
     lines.append(f"  last good:   {report.last_good or '-'}")
     last = report.last_action
     if last is not None:
         moved = f"{last.from_revision or '?'} → {last.to_revision or '?'}"
-        lines.append(f"  last action: {last.kind} {moved} by {last.actor} at {last.at.isoformat()}")
+        lines.append(f"  last action: {action_name(last.kind)} {moved} by {last.actor} at {human_time(last.at)}")
         if last.reason:
             lines.append(f"               {last.reason}")
     else:
@@ -247,7 +300,7 @@ def format_status(report: StatusReport) -> str:
             "yes" if r.ready else "NO",
             f"{r.percent}%",
             "yes" if r.quarantined else "-",
-            r.create_time.isoformat(timespec="seconds"),
+            human_time(r.create_time),
         ]
         for r in report.revisions
     ]
@@ -255,6 +308,6 @@ def format_status(report: StatusReport) -> str:
     if report.quarantined:
         lines += ["", "Quarantined:"]
         rows = [["REVISION", "SINCE", "REASON"]]
-        rows += [[q.revision, q.at.isoformat(timespec="seconds"), q.reason or "-"] for q in report.quarantined]
+        rows += [[q.revision, human_time(q.at), q.reason or "-"] for q in report.quarantined]
         lines.append(_table(rows))
     return "\n".join(lines)

@@ -36,6 +36,7 @@ from controller.ledger import Action, Ledger
 from controller.policy import Policy
 from controller.state import Frozen, ServiceRef, ServiceState, TrafficTarget
 from controller.verify import Verdict, Verification
+from controller.wording import human_time
 
 ACTOR = "rollback-controller"
 
@@ -225,7 +226,7 @@ def decide(
     if handled:
         return no(
             Reason.ALREADY_HANDLED,
-            f"incident {alert.incident_id} was already handled at {handled.at.isoformat()} "
+            f"incident {alert.incident_id} was already handled at {human_time(handled.at)} "
             f"(rolled back to {handled.to})",
         )
 
@@ -247,7 +248,7 @@ def decide(
     if ledger.hold:
         return no(
             Reason.HELD,
-            f"service is on hold since {ledger.hold.at.isoformat()} by {ledger.hold.by}"
+            f"service is on hold since {human_time(ledger.hold.at)} by {ledger.hold.by}"
             + (f" ({ledger.hold.reason})" if ledger.hold.reason else "")
             + "; automation does not change its traffic",
             suspect=suspect,

@@ -80,6 +80,7 @@ from controller.policy_files import load_for_runtime
 from controller.settings import Settings
 from controller.slack import Notifier
 from controller.state import Frozen, ServiceRef, ServiceState, TrafficTarget
+from controller.wording import action_name, human_time
 
 log = logging.getLogger("controller.manual")
 
@@ -239,7 +240,8 @@ def plan_rollback(
             return _refuse(
                 "rollback",
                 TARGET_QUARANTINED,
-                f"{target} is quarantined (it was rolled back away from); pass force to route traffic to it anyway",
+                f"{target} is quarantined (it was rolled back away from); pass --force "
+                '(HTTP: "force": true) to route traffic to it anyway',
             )
         if state.percent_by_revision().get(target, 0) == 100:
             return _refuse("rollback", ALREADY_SERVING, f"{target} already serves 100% of the traffic")
@@ -346,7 +348,7 @@ def plan_undo(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
         return _refuse(
             "undo",
             NOTHING_TO_UNDO,
-            f"the last action was already an undo (by {last.actor} at {last.at.isoformat()}); "
+            f"the last action was already an undo (by {last.actor} at {human_time(last.at)}); "
             "roll back explicitly instead",
         )
     if not last.before:
@@ -371,7 +373,7 @@ def plan_undo(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
             kind="undo",
             at=now,
             actor=actor,
-            reason=reason or f"undo {last.kind} by {last.actor} at {last.at.isoformat()}",
+            reason=reason or f"undo {action_name(last.kind)} by {last.actor} at {human_time(last.at)}",
             from_revision=last.to_revision,
             to_revision=last.from_revision,
             before=state.traffic,
@@ -381,7 +383,7 @@ def plan_undo(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
     )
     lifted = "" if ledger_after.is_quarantined(last.from_revision) else f"; {last.from_revision} no longer quarantined"
     message = (
-        f"undid the {last.kind} by {last.actor} at {last.at.isoformat()}: traffic restored to "
+        f"undid the {action_name(last.kind)} by {last.actor} at {human_time(last.at)}: traffic restored to "
         f"{describe_traffic(last.before)}{lifted if last.from_revision else ''}; "
         f"{accepted} is the accepted revision now (stable, last-good)"
     )
@@ -403,7 +405,7 @@ def plan_hold(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
         return Plan(
             action="hold",
             traffic_after=state.traffic,
-            message=f"already on hold since {held.at.isoformat()} by {held.by}"
+            message=f"already on hold since {human_time(held.at)} by {held.by}"
             + (f" ({held.reason})" if held.reason else ""),
         )
     hold = Hold(by=actor, at=now, reason=reason[:160])
@@ -412,7 +414,7 @@ def plan_hold(state: ServiceState, ledger: Ledger, *, actor: str, reason: str, n
         changed=True,
         traffic_after=state.traffic,  # traffic untouched: only the ledger changes
         ledger_after=ledger.model_copy(update={"hold": hold}),
-        message="on hold: automation will not change this service's traffic until released",
+        message="automation will not change this service's traffic until released",
     )
 
 
@@ -426,7 +428,7 @@ def plan_release(state: ServiceState, ledger: Ledger) -> Plan:
         changed=True,
         traffic_after=state.traffic,
         ledger_after=ledger.model_copy(update={"hold": None}),
-        message=f"released the hold set by {held.by} at {held.at.isoformat()}; automation may act again",
+        message=f"released the hold set by {held.by} at {human_time(held.at)}; automation may act again",
     )
 
 

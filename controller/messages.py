@@ -22,7 +22,7 @@ _HEADERS = {
     Reason.NOTIFY_MODE: ":bell: Would roll back {service} (policy is notify-only; traffic unchanged)",
     Reason.INCIDENT_CLOSED: ":white_check_mark: Incident closed for {service}",
     Reason.TEST_NOTIFICATION: ":wave: Test notification from Cloud Monitoring received",
-    Reason.HELD: ":pause_button: Not rolling back {service}: service is on hold",
+    Reason.HELD: ":pause_button: Not rolling back {service}",  # the detail says "service is on hold since..."
     Reason.COOLDOWN: ":hourglass: Not rolling back {service}: cooldown",
     Reason.BUDGET_SPENT: ":no_entry: Not rolling back {service}: daily rollback budget spent",
     Reason.NO_TARGET: ":rotating_light: Cannot roll back {service}: no safe revision to roll back to",

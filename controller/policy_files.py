@@ -145,8 +145,14 @@ def _message(error: Mapping[str, Any]) -> str:
         return "required key is missing"
     if kind == "string_pattern_mismatch" and tuple(loc) == ("name",):
         return "a policy name is lowercase letters, digits, '_', '.' and '-', starting with a letter or digit"
-    msg = str(error["msg"])
-    return msg.removeprefix("Value error, ")
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "less_than" and loc and loc[-1] == "above":
+        # The commonest slip: a percentage where a ratio is meant.
+        value = error.get("input")
+        if isinstance(value, int | float) and 1 <= value <= 100:
+            return f"{msg} (a ratio: {value / 100:g} means {value:g}%)"
+        return f"{msg} (a ratio: 0.05 means 5%)"
+    return msg
 
 
 def _duplicate_keys(node: yaml.Node, file: str, prefix: tuple[int | str, ...]) -> list[_Problem]:

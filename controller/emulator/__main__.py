@@ -8,21 +8,31 @@ traffic change and Slack message as it arrives, and serves until Ctrl-C or SIGTE
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import ipaddress
+import json
+import shlex
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from controller.emulator.cloudrun import CloudRunEmulator, PatchRecord, seed_sample
+from controller.emulator.cloudrun import SAMPLE_PROJECT, CloudRunEmulator, PatchRecord, seed_sample
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
+from controller.emulator.tokens import TokenIssuer
 
 DEFAULT_RUN_PORT = 8181
 DEFAULT_SLACK_PORT = 8182
 DEFAULT_MONITORING_PORT = 8183
+DEFAULT_AUTH_PORT = 8184
+DEFAULT_HTTP_PORT = 8080  # where the printed commands serve handle_http
+LOCAL_PRINCIPAL = "operator@example.com"
+EXIT_USAGE = 2
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -47,7 +57,43 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="answer each traffic change as done only after this many polls (default 0)",
     )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="also serve token-signing certificates and print a curl line with an ID token, to try handle_http",
+    )
+    parser.add_argument("--auth-port", type=int, default=DEFAULT_AUTH_PORT, help="certificates port (0 = any free)")
+    parser.add_argument("--principal", default=LOCAL_PRINCIPAL, help=f"the tokens' email (default {LOCAL_PRINCIPAL})")
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=DEFAULT_HTTP_PORT,
+        help=f"the port the printed commands serve handle_http on (default {DEFAULT_HTTP_PORT})",
+    )
     return parser.parse_args(argv)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    """Checked before binding: gRPC may share a port (SO_REUSEPORT) instead of failing on it."""
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _busy_ports(args: argparse.Namespace) -> list[str]:
+    flags = [
+        ("--run-port", args.run_port),
+        ("--slack-port", args.slack_port),
+        ("--monitoring-port", args.monitoring_port),
+    ]
+    if args.auth:
+        flags.append(("--auth-port", args.auth_port))
+    return [f"{flag} {port}" for flag, port in flags if _port_in_use(args.host, port)]
 
 
 def _is_loopback(host: str) -> bool:
@@ -71,6 +117,14 @@ def _print_message(msg: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    busy = _busy_ports(args)
+    if busy:
+        print(
+            f"python -m controller.emulator: error: port already in use ({', '.join(busy)}): "
+            "stop what listens there, or pass another port (0 = any free one)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if not _is_loopback(args.host):
         # The emulators have no authentication at all; say so loudly.
         print(
@@ -109,14 +163,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  export ROLLBACK_MONITORING_ENDPOINT={monitoring.target}\n"
             f"  export ROLLBACK_SLACK_API_URL={slack.api_url}\n"
             "  export SLACK_BOT_TOKEN=xoxb-local-emulator SLACK_CHANNEL=C0DEPLOYS\n"
-            f"  # or: export SLACK_WEBHOOK_URL={slack.webhook_url}\n"
-            "\n"
-            "Serving until Ctrl-C.",
+            f"  export GOOGLE_CLOUD_PROJECT={SAMPLE_PROJECT}\n"
+            f"  # or: export SLACK_WEBHOOK_URL={slack.webhook_url}\n",
             flush=True,
         )
-        stop.wait()
+        issuer = TokenIssuer(f"http://127.0.0.1:{args.http_port}", args.principal, args.host, args.auth_port)
+        with issuer if args.auth else contextlib.nullcontext():
+            if args.auth:
+                print(_http_api_help(issuer, args.http_port), flush=True)
+            print("Serving until Ctrl-C.", flush=True)
+            stop.wait()
     print("stopped", flush=True)
     return 0
+
+
+def _http_api_help(issuer: TokenIssuer, http_port: int) -> str:
+    """The exports, the command serving handle_http and ready curl lines (docs/manual-control.md)."""
+    base = f"http://127.0.0.1:{http_port}"
+    token_url = f"{issuer.url}/token"
+    body = json.dumps({"region": "us-central1", "service": "checkout", "reason": "trying the API"})
+    return (
+        f"Token-signing certificates (local, not Google's): {issuer.certs_url}\n"
+        "\n"
+        "Try the HTTP API (handle_http) with no cloud account: in another terminal, paste the exports above, then\n"
+        f"  export ROLLBACK_AUTH_CERTS_URL={issuer.certs_url}\n"
+        f"  export ROLLBACK_AUTH_AUDIENCE={issuer.audience}\n"
+        f"  export ROLLBACK_ALLOWED_PRINCIPALS={issuer.principal}\n"
+        f"  functions-framework --target handle_http --source main.py --host 127.0.0.1 --port {http_port} &\n"
+        f"  TOKEN=$(curl -sS {token_url})   # an ID token for {issuer.principal}, valid 1 hour\n"
+        f'  curl -sS -H "Authorization: Bearer $TOKEN" '
+        f"'{base}/status?project={SAMPLE_PROJECT}&region=us-central1&service=checkout'\n"
+        f"  curl -sS -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(body)} {base}/rollback\n"
+        f'  curl -sS -X POST -H "Authorization: Bearer $TOKEN" '
+        f"'{base}/canary/gate?project={SAMPLE_PROJECT}&region=us-central1&service=checkout'\n"
+        "\n"
+        "Or with a token pasted in (valid 1 hour):\n"
+        f"  curl -sS -H 'Authorization: Bearer {issuer.token()}' "
+        f"'{base}/status?project={SAMPLE_PROJECT}&region=us-central1&service=checkout'\n"
+    )
 
 
 if __name__ == "__main__":

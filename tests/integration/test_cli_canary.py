@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,7 +105,8 @@ def test_gate_exits_3_while_the_canary_is_in_progress(stack: Stack) -> None:
     done = gate(stack)
     assert done.returncode == 3, done.stderr
     assert done.stdout.startswith(f"INCONCLUSIVE: {CANDIDATE}")
-    done = gate(stack, "--json")
+    assert done.stderr == ""  # JSON log lines only on request
+    done = gate(stack, "--json", "--log-json")
     assert done.returncode == 3, done.stderr
     body = json.loads(done.stdout)
     assert (body["verdict"], body["step"], body["percent"]) == ("inconclusive", "wait", 10)
@@ -172,3 +174,87 @@ def test_tick_and_status(stack: Stack) -> None:
     assert status.returncode == 0, status.stderr
     assert f"canary:    {CANDIDATE} vs {STABLE}, at 10%" in status.stdout
     assert stack.cli("tick").returncode == 2  # no --region and no ROLLBACK_REGIONS
+
+
+# -- issue 10: errors an operator can act on ----------------------------------------------------
+
+
+def test_gate_on_an_unknown_service_names_the_services_there(stack: Stack) -> None:
+    stack.deploy()
+    done = stack.cli("gate", "checkout-api", "--region", REGION)
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.strip() == (
+        f"python -m controller canary gate: error: checkout-api not found in {PROJECT}/{REGION} "
+        "(services there: checkout)"
+    )
+    assert "%24alt" not in done.stderr
+
+
+def test_gate_on_a_revision_that_does_not_exist_is_an_error_not_inconclusive(stack: Stack) -> None:
+    stack.deploy()
+    done = gate(stack, "--revision", "checkout-00099-zzz")
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "revision checkout-00099-zzz not found in checkout (revisions: " in done.stderr
+    assert stack.run.patches == []
+
+
+def test_gate_on_a_quarantined_revision_says_it_is_quarantined(stack: Stack) -> None:
+    stack.deploy(ledger=Ledger().with_last_good(STABLE).quarantine(CANDIDATE, reason="canary: p95", now=T0))
+    done = gate(stack, "--revision", CANDIDATE)
+    assert done.returncode == 1, done.stderr
+    assert f"{CANDIDATE} is quarantined since {T0:%Y-%m-%d %H:%M:%S} UTC: canary: p95" in done.stdout
+
+
+def test_pass_shows_the_share_the_revision_really_serves(stack: Stack) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    cs = CanaryState(
+        candidate=CANDIDATE, stable=STABLE, step=3, step_started_at=now - datetime.timedelta(minutes=1),
+        promoted_at=now - datetime.timedelta(minutes=1), checks=3,
+    )  # fmt: skip
+    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.to_ledger()}), percent=100)
+    done = gate(stack, "--revision", CANDIDATE)
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith(f"PASS: {CANDIDATE}") and first.endswith("serving 100%)"), first
+
+
+def test_no_credentials_is_one_line_and_an_error_not_a_fail(stack: Stack, tmp_path: Path) -> None:
+    env = {k: v for k, v in stack.env.items() if not k.startswith(("ROLLBACK_RUN", "ROLLBACK_MONITORING"))}
+    env |= {"HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"), "GCE_METADATA_HOST": "127.0.0.1:9"}
+    env |= {"GCE_METADATA_IP": "127.0.0.1:9", "GOOGLE_CLOUD_PROJECT": PROJECT}
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "controller", "canary", "gate", "checkout", "--region", REGION],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "no Google credentials" in line and "gcloud auth application-default login" in line
+    assert "ROLLBACK_RUN_ENDPOINT" in line and "Traceback" not in done.stderr
+
+
+def test_cloud_run_unreachable_is_one_line_without_urllib3_text(stack: Stack) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "controller", "canary", "gate", "checkout", "--region", REGION],
+        cwd=ROOT, env=stack.env | {"ROLLBACK_RUN_ENDPOINT": f"http://127.0.0.1:{closed}"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert f"cannot reach 127.0.0.1:{closed} (connection refused)" in line
+    assert "HTTPConnectionPool" not in line and "%24alt" not in line
+
+
+def test_fleet_status_shows_the_canary_step_and_its_real_share(stack: Stack) -> None:
+    cs = CanaryState(candidate=CANDIDATE, stable=STABLE, step=1, step_started_at=T0)
+    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.to_ledger()}), percent=25)
+    done = subprocess.run(
+        [sys.executable, "-m", "controller", "status", "--region", REGION],
+        cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"  checkout: {STABLE} 75%, {CANDIDATE} 25%" in done.stdout.splitlines()
+    assert f"    canary:      {CANDIDATE} vs {STABLE} (step 2, serving 25%)" in done.stdout.splitlines()

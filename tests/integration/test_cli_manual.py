@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,7 +105,7 @@ def test_status_table_and_json(cli: Cli) -> None:
 
 
 def test_rollback_undo_and_their_refusals(cli: Cli) -> None:
-    done = cli("rollback", *WHERE, "--reason", "bad deploy", "--actor", "alice@example.com")
+    done = cli("rollback", *WHERE, "--reason", "bad deploy", "--actor", "alice@example.com", "--log-json")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"Rolled back {SERVICE}")
     assert PREVIOUS in done.stdout
@@ -127,7 +128,8 @@ def test_rollback_undo_and_their_refusals(cli: Cli) -> None:
 
     done = cli("undo", *WHERE)
     assert done.returncode == 1
-    assert "refused (nothing_to_undo)" in done.stderr
+    assert done.stderr.startswith("python -m controller undo: refused: ")
+    assert "nothing_to_undo" not in done.stderr  # the guard's name is for --json, not for people
 
 
 def test_rollback_dry_run_and_unknown_revision(cli: Cli) -> None:
@@ -137,7 +139,7 @@ def test_rollback_dry_run_and_unknown_revision(cli: Cli) -> None:
     assert cli.run.patches == []
     done = cli("rollback", *WHERE, "--reason", "x", "--to", "checkout-00099-zzz")
     assert done.returncode == 1
-    assert "unknown_revision" in done.stderr
+    assert "checkout-00099-zzz" in done.stderr
 
 
 def test_hold_and_release(cli: Cli) -> None:
@@ -177,3 +179,84 @@ def test_project_defaults_to_google_cloud_project(cli: Cli) -> None:
     done = cli("status", SERVICE, "--region", REGION, "--json", GOOGLE_CLOUD_PROJECT=PROJECT)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["service"]["project"] == PROJECT
+
+
+# -- issue 10: errors an operator can act on, wording, the fleet view ---------------------------
+
+
+def test_unknown_service_names_the_services_there(cli: Cli) -> None:
+    cli.run.add_service(PROJECT, REGION, "cart", revisions=[RevisionSpec(name="cart-00001-aaa", create_time=T0)])
+    done = cli("status", "checkout-api", "--region", REGION, "--project", PROJECT)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"python -m controller status: error: checkout-api not found in {PROJECT}/{REGION} "
+        "(services there: cart, checkout)"
+    )
+
+
+def test_refusals_name_the_flag_and_times_read_to_the_second(cli: Cli) -> None:
+    assert cli("rollback", *WHERE, "--reason", "bad deploy").returncode == 0
+    done = cli("rollback", *WHERE, "--reason", "back to it", "--to", SUSPECT)
+    assert done.returncode == 1
+    assert "pass --force" in done.stderr and "pass force" not in done.stderr
+    held = cli("hold", *WHERE, "--reason", "investigating", "--actor", "bob@example.com")
+    assert held.returncode == 0, held.stderr
+    assert "on hold: on hold" not in held.stdout and "is on hold: on hold" not in held.stdout
+    [_, hold_message] = cli.slack.wait_for_messages(2)
+    assert hold_message["text"].count("on hold") == 1, hold_message["text"]
+    status = cli("status", *WHERE)
+    assert re.search(r"on hold: +since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC by bob@example.com", status.stdout)
+    assert "last action: manual rollback " in status.stdout
+    assert "manual-rollback" not in status.stdout and "+00:00" not in status.stdout
+
+
+def test_status_takes_no_actor(cli: Cli) -> None:
+    done = cli("status", *WHERE, "--actor", "alice@example.com")
+    assert done.returncode == 2
+    assert "unrecognized arguments: --actor" in done.stderr
+
+
+def test_log_lines_only_on_request(cli: Cli) -> None:
+    done = cli("hold", *WHERE)
+    assert done.returncode == 0 and done.stderr == ""
+    done = cli("release", *WHERE, "-v")
+    assert json.loads(done.stderr.strip().splitlines()[-1])["event"] == "manual"
+
+
+def test_fleet_status_lists_every_service_in_the_region(cli: Cli) -> None:
+    cli.run.add_service(PROJECT, REGION, "cart", revisions=[RevisionSpec(name="cart-00001-aaa", create_time=T0)])
+    assert cli("rollback", *WHERE, "--reason", "bad deploy", "--actor", "alice@example.com").returncode == 0
+    assert cli("hold", *WHERE, "--reason", "investigating").returncode == 0
+    done = cli("status", "--region", REGION, "--project", PROJECT)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"Services in {PROJECT}/{REGION}:"
+    assert "  cart: LATEST 100%" in lines
+    assert f"  checkout: {PREVIOUS} 100%" in lines
+    assert any(
+        re.fullmatch(rf"    last action: manual rollback {SUSPECT} → {PREVIOUS} by alice@example.com at .* UTC", line)
+        for line in lines
+    ), lines
+    assert any(line.startswith("    on hold:     since ") and "(investigating)" in line for line in lines)
+    assert f"    quarantined: {SUSPECT}" in lines
+    code, body = cli.json("status", "--region", REGION, "--project", PROJECT)
+    assert code == 0
+    assert [s["service"]["service"] for s in body["services"]] == ["cart", "checkout"]
+    checkout = body["services"][1]
+    assert checkout["last_action"]["kind"] == "manual-rollback" and checkout["quarantined"] == [SUSPECT]
+    assert checkout["hold"]["reason"] == "investigating" and checkout["canary"] is None
+
+
+def test_no_credentials_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    env = {k: v for k, v in cli.env.items() if k != "ROLLBACK_RUN_ENDPOINT"}
+    env |= {"HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"), "GCE_METADATA_HOST": "127.0.0.1:9"}
+    env |= {"GCE_METADATA_IP": "127.0.0.1:9"}
+    env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "controller", "status", *WHERE],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("python -m controller status: error: no Google credentials")
+    assert "gcloud auth application-default login" in line

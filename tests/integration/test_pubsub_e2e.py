@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pubsub_emulator import exited_early, missing_piece
 
 from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
@@ -34,11 +35,11 @@ START_TIMEOUT = 60.0
 DELIVERY_TIMEOUT = 30.0
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"Pub/Sub emulator exited with {proc.returncode}")
+            pytest.fail(exited_early(proc.returncode, log), pytrace=False)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -49,10 +50,14 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None
 
 @pytest.fixture
 def pubsub_emulator(tmp_path: Path) -> Iterator[str]:
+    problem = missing_piece()
+    if problem:
+        pytest.fail(problem, pytrace=False)  # one line naming what is missing (never a skip: see above)
     gcloud = shutil.which("gcloud")
-    assert gcloud, "gcloud is not installed: the Pub/Sub emulator (google-cloud-cli-pubsub-emulator) is required"
+    assert gcloud is not None
     port = free_port()
-    log = (tmp_path / "pubsub.log").open("wb")
+    log_path = tmp_path / "pubsub.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}", f"--project={PROJECT}"],
         stdout=log,
@@ -60,7 +65,7 @@ def pubsub_emulator(tmp_path: Path) -> Iterator[str]:
         start_new_session=True,  # gcloud starts java as a child: stop the whole group
     )
     try:
-        _wait_port(port, proc, START_TIMEOUT)
+        _wait_port(port, proc, START_TIMEOUT, log_path)
         yield f"127.0.0.1:{port}"
     finally:
         if proc.poll() is None:

@@ -73,7 +73,9 @@ def test_validate_several_paths_as_one_set() -> None:
     [
         (
             [f"{INVALID}/ratio-not-percent.yaml"],
-            [f"{INVALID}/ratio-not-percent.yaml:5:5: triggers.error_rate.above: Input should be less than 1"],
+            [
+                f"{INVALID}/ratio-not-percent.yaml:5:5: triggers.error_rate.above: Input should be less than 1 (a ratio: 0.05 means 5%)"
+            ],
             f"1 problem in {INVALID}/ratio-not-percent.yaml",
         ),
         (
@@ -178,4 +180,4 @@ def test_every_command_is_documented() -> None:
     commands = sorted(subparsers.choices or {})
     assert {"schema", "validate", "demo"} <= set(commands)
     docs = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
-    assert [c for c in commands if f"python -m controller {c}" not in docs] == []
+    assert [c for c in commands if f"rollback-controller {c}" not in docs] == []  # the installed command

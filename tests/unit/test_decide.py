@@ -236,3 +236,14 @@ def test_rollback_invariants(scenario: tuple[ServiceState, Ledger, str | None]) 
     assert d.ledger_after is not None
     again = decide(a, POLICY, after, d.ledger_after, NOW + timedelta(seconds=1))
     assert again.reason is Reason.ALREADY_HANDLED
+
+
+def test_held_reads_once_and_to_the_second_in_slack() -> None:
+    """Issue 10 point 11: no "service is on hold: service is on hold", times to the second with the zone."""
+    from controller.messages import render
+
+    d = decide(alert(), POLICY, LIVE, HELD, NOW)
+    text = render(d, alert(), POLICY).text
+    assert text.count("on hold") == 1, text
+    assert f"since {T0:%Y-%m-%d %H:%M:%S} UTC by alice@example.com" in text
+    assert "+00:00" not in d.message

@@ -177,7 +177,10 @@ INVALID_CASES: list[tuple[str, list[str]]] = [
             "{f}:6:5: triggers.latency_p95.for: invalid duration 120: add a unit, e.g. 120s or 120m (90s, 2m, 1h, 1d)",
         ],
     ),
-    ("ratio-not-percent.yaml", ["{f}:5:5: triggers.error_rate.above: Input should be less than 1"]),
+    (
+        "ratio-not-percent.yaml",
+        ["{f}:5:5: triggers.error_rate.above: Input should be less than 1 (a ratio: 0.05 means 5%)"],
+    ),
     (
         "steps-not-increasing.yaml",
         [
