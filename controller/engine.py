@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller import logs
@@ -51,7 +51,18 @@ from controller.policy_files import load_for_runtime
 from controller.settings import Settings
 from controller.slack import Notifier, build_notifier
 from controller.state import Frozen, ServiceRef, ServiceState
-from controller.verify import Verification, attribute, judge, measure, trigger_window, unavailable
+from controller.verify import (
+    Verdict,
+    Verification,
+    alert_age,
+    attribute,
+    judge,
+    measure,
+    no_longer_confirmed,
+    suspect_window_end,
+    trigger_window,
+    unavailable,
+)
 
 log = logging.getLogger("controller.alert")
 
@@ -136,8 +147,9 @@ class Controller:
             ref = self._service_ref(alert)
             selection = self.policies().select(alert.model_copy(update={"project": ref.project}))
             policy = selection.policy
-            decision, applied, attempts = self._decide_and_act(alert, ref, policy, selection.reason)
-            return self._finish(alert, policy, decision, delivery, started, attempts=attempts, applied=applied)
+            age = alert_age(self.clock(), alert.started_at, _published_at(delivery))
+            decision, applied, attempts = self._decide_and_act(alert, ref, policy, selection.reason, age)
+            return self._finish(alert, policy, decision, delivery, started, attempts=attempts, applied=applied, age=age)
         except OperationFailed as exc:
             # The API accepted the write but could not complete it: tell humans loudly, and do
             # not retry blindly (the same write would fail the same way).
@@ -150,14 +162,22 @@ class Controller:
 
     # -- the loop --------------------------------------------------------------------------
     def _decide_and_act(
-        self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str
+        self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str, age: timedelta
     ) -> tuple[Decision, Applied | None, int]:
         evidence = _Evidence(self.monitoring, ref) if self.monitoring is not None else None
+        # An old delivery (Eventarc redelivers for up to 24 h) acts only on Cloud Monitoring's
+        # *current* confirmation, whatever the policy says about verification.
+        stale = alert.state == "open" and policy is not None and age > policy.rollback.max_alert_age
 
         def plan(state: ServiceState, ledger: Ledger) -> tuple[Decision, Change | None]:
             now = self.clock()
             claim = alert
-            verifying = evidence is not None and policy is not None and policy.verification.enabled
+            verifying = evidence is not None and policy is not None and (policy.verification.enabled or stale)
+            end = (
+                suspect_window_end(now, alert.started_at, policy.verification.ingestion_lag, stale=stale)
+                if policy is not None
+                else now
+            )
             if (
                 evidence is not None
                 and policy is not None
@@ -165,7 +185,7 @@ class Controller:
                 and alert.state == "open"
                 and not alert.revision
             ):
-                claim = evidence.attribute(alert, policy, state, now)
+                claim = evidence.attribute(alert, policy, state, end)
 
             def decide_with(verification: Verification | None) -> Decision:
                 return decide(
@@ -180,8 +200,15 @@ class Controller:
                 )
 
             decision = decide_with(None)
-            if evidence is not None and policy is not None and verifying and decision.reason in WOULD_ACT:
-                decision = decide_with(evidence.verify(claim, policy, state, decision, now))
+            if policy is not None and decision.reason in WOULD_ACT and (verifying or stale):
+                found = (
+                    evidence.verify(claim, policy, state, decision, end)
+                    if evidence is not None
+                    else unavailable("Cloud Monitoring is not configured")
+                )
+                if stale and found.verdict is not Verdict.CONFIRMED:
+                    found = no_longer_confirmed(found, now - age, age)
+                decision = decide_with(found)
             if not decision.changes_traffic or decision.ledger_after is None:
                 return decision, None
             return decision, Change(decision.traffic_after, decision.ledger_after)
@@ -211,6 +238,7 @@ class Controller:
         *,
         attempts: int,
         applied: Applied | None = None,
+        age: timedelta | None = None,
     ) -> Outcome:
         confirmed = applied.confirmed if applied else True
         notified = False
@@ -228,6 +256,7 @@ class Controller:
             attempts=attempts,
             notified=notified,
             confirmed=confirmed,
+            **({"alert_age_s": round(age.total_seconds())} if age is not None else {}),
         )
         return Outcome(decision=decision, attempts=attempts, confirmed=confirmed, notified=notified)
 
@@ -359,11 +388,11 @@ class _Evidence:
     def _fetch(self, window: Window, signal: str) -> Evidence:
         return self._cache.get(window, frozenset({signal}))
 
-    def attribute(self, alert: Alert, policy: Policy, state: ServiceState, now: datetime) -> Alert:
+    def attribute(self, alert: Alert, policy: Policy, state: ServiceState, end: datetime) -> Alert:
         """A service-level alert names no revision: blame the serving revision whose numbers breach worst."""
         if alert.trigger is None or getattr(policy.triggers, alert.trigger) is None:
             return alert
-        window = trailing_window(now, trigger_window(policy, alert.trigger, alert.window))
+        window = trailing_window(end, trigger_window(policy, alert.trigger, alert.window))
         try:
             found = self._fetch(window, _SIGNALS[alert.trigger])
         except MonitoringUnavailable:
@@ -373,14 +402,16 @@ class _Evidence:
         return alert.model_copy(update={"revision": suspect}) if suspect else alert
 
     def verify(
-        self, alert: Alert, policy: Policy, state: ServiceState, decision: Decision, now: datetime
+        self, alert: Alert, policy: Policy, state: ServiceState, decision: Decision, end: datetime
     ) -> Verification:
+        """The suspect over the trigger's window ending at ``end`` (see ``verify.suspect_window_end``);
+        the target over the window before the suspect took traffic."""
         trigger = alert.trigger
         assert trigger is not None
         signal = _SIGNALS[trigger]
         length = trigger_window(policy, trigger, alert.window)
         probe_data = alert.metric_type != UPTIME_METRIC
-        window = trailing_window(now, length)
+        window = trailing_window(end, length)
         try:
             found = self._fetch(window, signal)
         except MonitoringUnavailable as exc:
@@ -398,6 +429,18 @@ class _Evidence:
             except MonitoringUnavailable:
                 target = None
         return judge(suspect, target)
+
+
+def _published_at(delivery: DeliveryInfo | None) -> datetime | None:
+    """Pub/Sub's ``publishTime`` (RFC 3339) as a datetime; None when absent or unreadable."""
+    text = delivery.publish_time if delivery is not None else None
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def _event_id(event: Any) -> str:

@@ -208,3 +208,46 @@ def attribute(
             if worst is None or score > worst[0]:
                 worst = (score, name)
     return worst[1] if worst else None
+
+
+# --------------------------------------------------------------------------- when to measure
+
+
+def alert_age(now: datetime, started_at: datetime, published_at: datetime | None = None) -> timedelta:
+    """How old an alert is: since the incident started, or since Pub/Sub first published it if
+    that is earlier (a redelivery keeps its original ``publishTime``)."""
+    since = started_at if published_at is None else min(started_at, published_at)
+    return now - since
+
+
+def suspect_window_end(now: datetime, started_at: datetime, lag: timedelta, *, stale: bool) -> datetime:
+    """Where the suspect's measurement window ends.
+
+    Cloud Run's request metrics are sampled every 60 s and may not be visible for up to 180 s, so
+    a window ending *now* is mostly not ingested yet. The window ends at the incident's start (what
+    Monitoring had evaluated when it opened the incident), or at ``now - lag`` if that is later; for
+    an old delivery (``stale``) always at ``now - lag``: the present, as far as Monitoring shows it.
+    Never after ``now``.
+    """
+    present = now - lag
+    end = present if stale else max(started_at, present)
+    return min(end, now)
+
+
+def _age_text(age: timedelta) -> str:
+    minutes = int(age.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h" if hours < 48 else f"{hours // 24} d"
+
+
+def no_longer_confirmed(verification: Verification, started_at: datetime, age: timedelta) -> Verification:
+    """An old alert that Cloud Monitoring's current numbers do not confirm: not acted on, with a notice."""
+    when = started_at.strftime("%H:%M UTC") if age < timedelta(days=1) else started_at.strftime("%Y-%m-%d %H:%M UTC")
+    note = f"alert from {when} is {_age_text(age)} old and no longer confirmed"
+    if verification.note:
+        note = f"{note} ({verification.note})"
+    return Verification(
+        verdict=Verdict.NOT_CONFIRMED, suspect=verification.suspect, target=verification.target, note=note
+    )
