@@ -52,7 +52,7 @@ def client(emulator: MonitoringEmulator) -> Iterator[monitoring_v3.MetricService
     try:
         yield c
     finally:
-        c.transport.close()
+        c.transport.close()  # type: ignore[no-untyped-call]
 
 
 def write_minutes(emu: MonitoringEmulator, minutes: int) -> None:
