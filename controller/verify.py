@@ -2,8 +2,11 @@
 
 An alert is a claim. Before spending the one action that matters, the controller checks it:
 
-* **Confirmed**: the suspect's own numbers over the trigger's window (ending now) breach the
-  trigger, with at least ``min_requests`` requests behind them.
+* **Confirmed**: the suspect's own numbers over the trigger's window breach the trigger, with at
+  least ``min_requests`` requests behind them. The window ends where Monitoring's data is already
+  ingested (:func:`suspect_window_end`: the incident's start, or ``ingestion_lag`` before now).
+* **Old deliveries** (older than ``rollback.max_alert_age``) need a confirmation by the present
+  numbers; anything else becomes "not confirmed" with a notice (:func:`no_longer_confirmed`).
 * **Not confirmed**: enough requests, and no breach → no rollback; Slack gets the numbers.
 * **Inconclusive**: fewer than ``min_requests`` (or, for health, no per-revision probe data)
   → the policy's ``on_inconclusive`` decides (default: act on the alert alone, and say so).
