@@ -55,6 +55,7 @@ from controller.verify import (
     Verdict,
     Verification,
     alert_age,
+    alert_since,
     attribute,
     judge,
     measure,
@@ -147,8 +148,9 @@ class Controller:
             ref = self._service_ref(alert)
             selection = self.policies().select(alert.model_copy(update={"project": ref.project}))
             policy = selection.policy
+            since = alert_since(alert.started_at, _published_at(delivery))
             age = alert_age(self.clock(), alert.started_at, _published_at(delivery))
-            decision, applied, attempts = self._decide_and_act(alert, ref, policy, selection.reason, age)
+            decision, applied, attempts = self._decide_and_act(alert, ref, policy, selection.reason, age, since)
             return self._finish(alert, policy, decision, delivery, started, attempts=attempts, applied=applied, age=age)
         except OperationFailed as exc:
             # The API accepted the write but could not complete it: tell humans loudly, and do
@@ -162,7 +164,13 @@ class Controller:
 
     # -- the loop --------------------------------------------------------------------------
     def _decide_and_act(
-        self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str, age: timedelta
+        self,
+        alert: Alert,
+        ref: ServiceRef,
+        policy: Policy | None,
+        policy_reason: str,
+        age: timedelta,
+        since: datetime,
     ) -> tuple[Decision, Applied | None, int]:
         evidence = _Evidence(self.monitoring, ref) if self.monitoring is not None else None
         # An old delivery (Eventarc redelivers for up to 24 h) acts only on Cloud Monitoring's
@@ -207,7 +215,7 @@ class Controller:
                     else unavailable("Cloud Monitoring is not configured")
                 )
                 if stale and found.verdict is not Verdict.CONFIRMED:
-                    found = no_longer_confirmed(found, now - age, age)
+                    found = no_longer_confirmed(found, since, now - since)
                 decision = decide_with(found)
             if not decision.changes_traffic or decision.ledger_after is None:
                 return decision, None

@@ -219,8 +219,12 @@ def attribute(
 def alert_age(now: datetime, started_at: datetime, published_at: datetime | None = None) -> timedelta:
     """How old an alert is: since the incident started, or since Pub/Sub first published it if
     that is earlier (a redelivery keeps its original ``publishTime``)."""
-    since = started_at if published_at is None else min(started_at, published_at)
-    return now - since
+    return now - alert_since(started_at, published_at)
+
+
+def alert_since(started_at: datetime, published_at: datetime | None = None) -> datetime:
+    """The moment an alert's age counts from (see :func:`alert_age`)."""
+    return started_at if published_at is None else min(started_at, published_at)
 
 
 def suspect_window_end(now: datetime, started_at: datetime, lag: timedelta, *, stale: bool) -> datetime:
