@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,8 +51,13 @@ def delivery(template: dict[str, object], incident_id: str) -> dict[str, object]
     assert isinstance(message, dict)
     doc = json.loads(base64.b64decode(message["data"]))
     doc["incident"]["incident_id"] = incident_id
+    # A fresh incident, published now: the sample's 2024 times would make it an old delivery,
+    # which acts only on Cloud Monitoring's current confirmation (rollback.max_alert_age).
+    now = datetime.now(UTC)
+    doc["incident"]["started_at"] = int(now.timestamp()) - 240
     message["data"] = base64.b64encode(json.dumps(doc).encode()).decode()
     message["messageId"] = incident_id
+    message["publishTime"] = now.isoformat().replace("+00:00", "Z")
     result: dict[str, object] = body
     return result
 

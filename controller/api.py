@@ -275,8 +275,8 @@ class Api:
 
         if self.config_error:
             raise AuthError.of(503, "auth_not_configured", f"authentication is misconfigured: {self.config_error}")
-        auth_header = next((v for k, v in req.headers.items() if k.lower() == "authorization"), None)
-        return self.id_tokens.verify(auth_header).email
+        # X-Serverless-Authorization when present, else Authorization (see controller.auth).
+        return self.id_tokens.verify_headers(req.headers).email
 
     # -- coordinates --------------------------------------------------------------------------
     def _ref(self, coords: Coordinates) -> Any:

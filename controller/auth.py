@@ -4,10 +4,18 @@ The manual controls (rollback, undo, hold, status) change production traffic, so
 behind them is authenticated *in the app*, on top of Cloud Functions IAM at the edge (see
 ``docs/security.md``). Two kinds of caller exist:
 
-* **People and pipelines** send ``Authorization: Bearer <ID token>``, a Google-signed OpenID
-  Connect token minted for this function's URL (``gcloud auth print-identity-token
-  --audiences=...`` or a service account's metadata server). :class:`IdTokenVerifier` checks it
-  and then checks the verified email against ``ROLLBACK_ALLOWED_PRINCIPALS``.
+* **People and pipelines** send ``Authorization: Bearer <ID token>`` (or
+  ``X-Serverless-Authorization``), a Google-signed OpenID Connect token minted for this
+  function's URL (``gcloud auth print-identity-token --audiences=...`` or a service account's
+  metadata server). :class:`IdTokenVerifier` checks it and then checks the verified email against
+  ``ROLLBACK_ALLOWED_PRINCIPALS``.
+
+  Behind Cloud Run IAM (the function denies unauthenticated invocation) Cloud Run checks the
+  token itself and forwards it with its signature replaced by ``SIGNATURE_REMOVED_BY_GOOGLE``.
+  With ``ROLLBACK_AUTH_TRUST_PLATFORM=true`` such a token is accepted without a signature check
+  (every claim is still checked); without it, it is refused with a message naming the setting.
+  The identity always comes from ``X-Serverless-Authorization`` when present (the only header
+  Cloud Run checked then), else from ``Authorization``.
 * **Slack** posts button presses signed with the app's signing secret. :class:`SlackVerifier`
   checks the signature on the raw body, then the Slack user id against
   ``ROLLBACK_SLACK_ALLOWED_USERS``.
@@ -67,8 +75,17 @@ CERTS_MIN_TTL_SECONDS: Final = 60.0
 CERTS_MIN_REFETCH_INTERVAL_SECONDS: Final = 30.0
 """An unknown ``kid`` triggers a refetch (key rotation) at most this often: a stream of tokens with
 made-up key ids must not turn the function into a load generator against the certs endpoint."""
+CERTS_FAILURE_TTL_SECONDS: Final = 10.0
+"""A failed certificates fetch is remembered this long: while Google's endpoint is down or slow,
+requests answer 503 at once instead of each waiting for a fetch of its own."""
+CERTS_WAIT_SECONDS: Final = CERTS_FETCH_TIMEOUT_SECONDS + 1.0
+"""How long a request waits for another request's certificates fetch (the fetch's own timeout)."""
 CERTS_MAX_BYTES: Final = 1 << 20
 MAX_TOKEN_CHARS: Final = 16 * 1024
+STRIPPED_SIGNATURE: Final = "SIGNATURE_REMOVED_BY_GOOGLE"
+"""What Cloud Run puts in place of a token's signature after checking it at the edge (Cloud Run
+troubleshooting, "signature removed"; service-to-service authentication docs)."""
+TRUST_PLATFORM_SETTING: Final = "ROLLBACK_AUTH_TRUST_PLATFORM"
 """Google ID tokens are about 1 KB; anything far larger is refused before any parsing."""
 
 SLACK_REPLAY_WINDOW_SECONDS: Final = 300
@@ -150,8 +167,11 @@ class AuthConfig(BaseModel):
     """Who may call the HTTP API, read once from the environment (see :meth:`from_env`).
 
     ``allowed_principals`` holds exact emails or ``*@domain`` (that domain only, never its
-    subdomains), lower-cased. Empty ``audience`` or ``allowed_principals`` -> the ID-token routes
-    answer 503; empty ``slack_signing_secret`` or ``slack_allowed_users`` -> the Slack route does.
+    subdomains), lower-cased. ``audience`` is one audience or a comma-separated list (a gen2
+    function answers on its ``cloudfunctions.net`` and its ``run.app`` URL); see :attr:`audiences`.
+    Empty ``audience`` or ``allowed_principals`` -> the ID-token routes answer 503; empty
+    ``slack_signing_secret`` or ``slack_allowed_users`` -> the Slack route does.
+    ``trust_platform``: accept tokens whose signature Cloud Run removed (see the module docstring).
     """
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
@@ -161,13 +181,26 @@ class AuthConfig(BaseModel):
     certs_url: str = GOOGLE_CERTS_URL
     slack_signing_secret: SecretStr | None = None
     slack_allowed_users: tuple[str, ...] = ()
+    trust_platform: bool = False
 
     @field_validator("audience")
     @classmethod
     def _audience_not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+        if value is not None and not _split_list(value):
             raise ValueError("ROLLBACK_AUTH_AUDIENCE must not be blank (leave it unset instead)")
         return value
+
+    @field_validator("trust_platform", mode="before")
+    @classmethod
+    def _trust_flag(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"", "0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"{TRUST_PLATFORM_SETTING}={value!r}: expected true or false")
 
     @field_validator("allowed_principals")
     @classmethod
@@ -218,7 +251,8 @@ class AuthConfig(BaseModel):
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AuthConfig:
         """Read ``ROLLBACK_AUTH_AUDIENCE``, ``ROLLBACK_ALLOWED_PRINCIPALS``,
-        ``ROLLBACK_AUTH_CERTS_URL``, ``SLACK_SIGNING_SECRET`` and ``ROLLBACK_SLACK_ALLOWED_USERS``.
+        ``ROLLBACK_AUTH_CERTS_URL``, ``ROLLBACK_AUTH_TRUST_PLATFORM``, ``SLACK_SIGNING_SECRET`` and
+        ``ROLLBACK_SLACK_ALLOWED_USERS``.
 
         Values are trimmed; empty values count as unset; list entries are comma-separated.
         Raises ``ValueError`` (a pydantic ``ValidationError``) naming a malformed entry.
@@ -235,7 +269,13 @@ class AuthConfig(BaseModel):
             certs_url=text("ROLLBACK_AUTH_CERTS_URL") or GOOGLE_CERTS_URL,
             slack_signing_secret=SecretStr(secret) if secret is not None else None,
             slack_allowed_users=_split_list(env.get("ROLLBACK_SLACK_ALLOWED_USERS")),
+            trust_platform=env.get(TRUST_PLATFORM_SETTING, ""),  # type: ignore[arg-type]  # parsed by _trust_flag
         )
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        """Every accepted ``aud``: ``ROLLBACK_AUTH_AUDIENCE`` split on commas."""
+        return _split_list(self.audience)
 
     @property
     def id_token_configured(self) -> bool:
@@ -337,31 +377,92 @@ class _KeySet:
     expires_at: float
 
 
-class _CertsCache:
-    """Certificates by key id, fetched lazily, kept for ``max-age`` within bounds; thread-safe."""
+class _Flight:
+    """One certificates fetch in progress; followers wait on ``done`` for its outcome."""
 
-    def __init__(self, url: str, fetch: CertsFetcher, clock: Callable[[], float], min_refetch: float) -> None:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.keys: _KeySet | None = None
+        self.error: AuthError | None = None
+
+
+class _CertsCache:
+    """Certificates by key id, fetched lazily, kept for ``max-age`` within bounds; thread-safe.
+
+    The lock guards the cache's state only, never a fetch: one request fetches (single flight)
+    while requests whose key id is already cached carry on without waiting, and only requests that
+    need the fetch's answer wait for it (at most :data:`CERTS_WAIT_SECONDS`). A failed fetch is
+    remembered for ``failure_ttl`` seconds, during which requests that need certificates answer 503
+    at once instead of each trying the endpoint again.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        fetch: CertsFetcher,
+        clock: Callable[[], float],
+        min_refetch: float,
+        failure_ttl: float = CERTS_FAILURE_TTL_SECONDS,
+    ) -> None:
         self._url = url
         self._fetch = fetch
         self._clock = clock
         self._min_refetch = min_refetch
+        self._failure_ttl = failure_ttl
         self._keys: _KeySet | None = None
-        # One fetch at a time: concurrent requests on a cold cache wait for the same answer
-        # instead of stampeding the endpoint.
+        self._failed: tuple[float, AuthError] | None = None  # (until, the error to answer)
+        self._flight: _Flight | None = None
         self._lock = threading.Lock()
 
     def verifier_for(self, kid: str) -> _SignatureVerifier | None:
+        now = self._clock()
         with self._lock:
-            now = self._clock()
-            if self._keys is None or now >= self._keys.expires_at:
-                self._keys = self._refresh(now)
-            found = self._keys.verifiers.get(kid)
-            if found is None and now - self._keys.fetched_at >= self._min_refetch:
-                # Unknown key id: perhaps Google rotated keys since we fetched. Look once more.
-                log.info("token key id not in cached certificates; refetching %s", self._url)
-                self._keys = self._refresh(now)
-                found = self._keys.verifiers.get(kid)
-            return found
+            keys = self._keys
+        if keys is None or now >= keys.expires_at:
+            keys = self._refreshed(now, keys)
+        found = keys.verifiers.get(kid)
+        if found is None and now - keys.fetched_at >= self._min_refetch:
+            # Unknown key id: perhaps Google rotated keys since we fetched. Look once more.
+            log.info("token key id not in cached certificates; refetching %s", self._url)
+            keys = self._refreshed(now, keys)
+            found = keys.verifiers.get(kid)
+        return found
+
+    def _refreshed(self, now: float, seen: _KeySet | None) -> _KeySet:
+        """Keys newer than ``seen``: fetched by this caller, or by the fetch already in flight."""
+        with self._lock:
+            current = self._keys
+            if current is not None and current is not seen and now < current.expires_at:
+                return current  # another request fetched since this one looked
+            if self._failed is not None and now < self._failed[0]:
+                raise self._failed[1]
+            flight = self._flight
+            leading = flight is None
+            if flight is None:
+                flight = self._flight = _Flight()
+        if not leading:
+            if not flight.done.wait(CERTS_WAIT_SECONDS):
+                raise AuthError.of(
+                    503, "certs_unavailable", "token-signing certificates are slow to fetch; try again later"
+                )
+            if flight.error is not None:
+                raise flight.error
+            assert flight.keys is not None
+            return flight.keys
+        try:
+            keys = self._refresh(now)
+        except AuthError as exc:
+            with self._lock:
+                self._failed = (self._clock() + self._failure_ttl, exc)
+                self._flight = None
+            flight.error = exc
+            flight.done.set()
+            raise
+        with self._lock:
+            self._keys, self._failed, self._flight = keys, None, None
+        flight.keys = keys
+        flight.done.set()
+        return keys
 
     def _refresh(self, now: float) -> _KeySet:
         try:
@@ -412,8 +513,8 @@ def _bearer_token(authorization: str | None) -> str:
     return token
 
 
-def _split_jwt(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any], bytes, bytes]:
-    """-> header, claims, signed bytes, signature. Nothing here is trusted yet."""
+def _split_jwt(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any], bytes, bytes | None]:
+    """-> header, claims, signed bytes, signature (None: removed by Cloud Run). Nothing is trusted yet."""
     if len(token) > MAX_TOKEN_CHARS:
         raise _invalid("token is too long")
     parts = token.split(".")
@@ -422,7 +523,7 @@ def _split_jwt(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any], bytes,
     try:
         header = json.loads(_b64url_decode(parts[0]))
         claims = json.loads(_b64url_decode(parts[1]))
-        signature = _b64url_decode(parts[2]) if parts[2] else b""
+        signature = None if parts[2] == STRIPPED_SIGNATURE else _b64url_decode(parts[2]) if parts[2] else b""
     except (ValueError, binascii.Error):  # also covers UnicodeDecodeError and JSONDecodeError
         raise _invalid("token is not a JWT (undecodable segment)") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
@@ -436,17 +537,63 @@ def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+# The JSON type of every claim the checks read, as Google's ID tokens carry them. Checked before
+# any value is compared: a list where a string belongs must answer 401, not crash a set lookup.
+_CLAIM_TYPES: Final[tuple[tuple[str, str, bool], ...]] = (
+    # (claim, "string" | "number" | "boolean", required)
+    ("iss", "string", True),
+    ("aud", "string", True),
+    ("exp", "number", True),
+    ("iat", "number", True),
+    ("nbf", "number", False),
+    ("email", "string", True),
+    ("email_verified", "boolean", False),
+    ("sub", "string", True),
+)
+
+
+def _check_claim_types(claims: Mapping[str, Any]) -> None:
+    for name, kind, required in _CLAIM_TYPES:
+        if name not in claims:
+            if required:
+                raise _invalid(f"token lacks the {name} claim")
+            continue
+        value = claims[name]
+        ok = (
+            isinstance(value, str)
+            if kind == "string"
+            else _is_number(value)
+            if kind == "number"
+            else isinstance(value, bool)
+        )
+        if not ok:
+            raise _invalid(f"token claim {name} is not a {kind}")
+
+
+def identity_header(headers: Mapping[str, str]) -> str | None:
+    """The header that carries the caller's identity: ``X-Serverless-Authorization`` when present
+    (Cloud Run then checks only that one and forwards ``Authorization`` untouched), else
+    ``Authorization``."""
+    serverless = _header(headers, "X-Serverless-Authorization")
+    if serverless is not None and serverless.strip():
+        return serverless
+    return _header(headers, "Authorization")
+
+
 class IdTokenVerifier:
     """Verifies ``Authorization: Bearer <Google ID token>`` and the caller's email.
 
     What a token must be: three base64url segments; header ``alg`` exactly ``RS256`` (so ``none``
     and ``HS256``-with-the-public-cert forgeries never reach a key) and a ``kid`` naming one of the
-    certificates at ``config.certs_url``; a valid RSA signature; ``iss`` ``accounts.google.com``
+    certificates at ``config.certs_url``; a valid RSA signature, or, only with
+    ``config.trust_platform``, the literal ``SIGNATURE_REMOVED_BY_GOOGLE`` Cloud Run leaves after
+    checking the signature itself; every claim below of its JSON type (checked first, 401);
+    ``iss`` ``accounts.google.com``
     or ``https://accounts.google.com``; numeric ``exp`` and ``iat`` (and ``nbf`` if present) within
     :data:`CLOCK_SKEW_SECONDS` of ``clock()``; ``email_verified`` the JSON boolean ``true`` (the
     string ``"true"`` is refused: Google's ID tokens carry a boolean, and anything else is not a
     token Google signed in the documented form); ``email`` a string with one ``@``; ``sub`` a
-    non-empty string. All of those answer 401. Then ``aud`` (a string) equal to ``config.audience``
+    non-empty string. All of those answer 401. Then ``aud`` equal to one of ``config.audiences``
     (403 ``wrong_audience``: a genuine token minted for another service) and the email on the allow
     list (403 ``forbidden_principal``).
 
@@ -469,6 +616,10 @@ class IdTokenVerifier:
         self._skew = clock_skew
         self._certs = _CertsCache(config.certs_url, fetch_certs or fetch_certs_over_http, clock, min_refetch_interval)
 
+    def verify_headers(self, headers: Mapping[str, str]) -> Principal:
+        """Like :meth:`verify`, on the header :func:`identity_header` picks from ``headers``."""
+        return self.verify(identity_header(headers))
+
     def verify(self, authorization_header: str | None) -> Principal:
         """Return the allowed caller, or raise :class:`AuthError` (401, 403 or 503)."""
         try:
@@ -481,7 +632,7 @@ class IdTokenVerifier:
 
     def _verify(self, authorization_header: str | None) -> Principal:
         config = self._config
-        if not config.id_token_configured or config.audience is None:
+        if not config.id_token_configured or not config.audiences:
             raise AuthError.of(
                 503,
                 "auth_not_configured",
@@ -493,17 +644,27 @@ class IdTokenVerifier:
         # The algorithm is pinned, not taken from the token: only RS256 against Google's RSA keys.
         if header.get("alg") != "RS256":
             raise _invalid("token must be signed with RS256")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise _invalid("token header names no key id (kid)")
-        verifier = self._certs.verifier_for(kid)
-        if verifier is None:
-            raise _invalid("token is signed by a key Google does not publish")
-        if not verifier.verify(signed, signature):
-            raise _invalid("token signature does not verify")
+        if signature is None:
+            # Cloud Run checked the signature at the edge and removed it. Only trustworthy when
+            # the platform really checked: the function denies unauthenticated invocation.
+            if not config.trust_platform:
+                raise _invalid(
+                    f"token signature was removed by Cloud Run ({STRIPPED_SIGNATURE}); if the function "
+                    f"denies unauthenticated invocation, set {TRUST_PLATFORM_SETTING}=true"
+                )
+        else:
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise _invalid("token header names no key id (kid)")
+            verifier = self._certs.verifier_for(kid)
+            if verifier is None:
+                raise _invalid("token is signed by a key Google does not publish")
+            if not verifier.verify(signed, signature):
+                raise _invalid("token signature does not verify")
 
-        # Signed by Google from here on; now: is it for us, now, and about a verified email?
-        self._check_claims(claims, config.audience)
+        # Signed by Google (or checked by Cloud Run) from here on; now: is it for us, now, and
+        # about a verified email?
+        self._check_claims(claims, config.audiences)
         email: str = claims["email"]
         subject: str = claims["sub"]
         if not config.principal_allowed(email):
@@ -511,8 +672,9 @@ class IdTokenVerifier:
             raise AuthError.of(403, "forbidden_principal", f"{email} is not allowed to use this API")
         return Principal(email=email, subject=subject)
 
-    def _check_claims(self, claims: Mapping[str, Any], audience: str) -> None:
-        if claims.get("iss") not in GOOGLE_ISSUERS:
+    def _check_claims(self, claims: Mapping[str, Any], audiences: tuple[str, ...]) -> None:
+        _check_claim_types(claims)
+        if claims["iss"] not in GOOGLE_ISSUERS:
             raise _invalid("token was not issued by accounts.google.com")
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
         if not (_is_number(exp) and _is_number(iat) and _is_number(nbf)):
@@ -534,11 +696,11 @@ class IdTokenVerifier:
         # verified email reaches this point, so "wrong audience" means "a real Google identity,
         # minted for another service" -> 403 (authenticated, not authorized here), as the issue's
         # contract says. Anything malformed, forged or expired was already answered 401.
-        if claims.get("aud") != audience:
+        if claims["aud"] not in audiences:
             raise AuthError.of(
                 403,
                 "wrong_audience",
-                f"token is for another audience; mint it with audience {audience}",
+                f"token is for another audience; mint it with audience {' or '.join(audiences)}",
             )
 
 

@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from controller import logs
@@ -56,7 +56,19 @@ from controller.probes import blind_spot
 from controller.settings import Settings
 from controller.slack import Notifier, build_notifier
 from controller.state import Frozen, ServiceRef, ServiceState
-from controller.verify import Verdict, Verification, attribute, judge, measure, trigger_window, unavailable
+from controller.verify import (
+    Verdict,
+    Verification,
+    alert_age,
+    alert_since,
+    attribute,
+    judge,
+    measure,
+    no_longer_confirmed,
+    suspect_window_end,
+    trigger_window,
+    unavailable,
+)
 
 log = logging.getLogger("controller.alert")
 
@@ -148,9 +160,11 @@ class Controller:
             ref = self._service_ref(alert)
             selection = self.policies().select(alert.model_copy(update={"project": ref.project}))
             policy = selection.policy
+            since = alert_since(alert.started_at, _published_at(delivery))
+            age = alert_age(self.clock(), alert.started_at, _published_at(delivery))
             message_id = delivery.message_id if delivery else ""
             decision, applied, attempts, seen = self._decide_and_act(
-                alert, ref, policy, selection.reason, message_id=message_id
+                alert, ref, policy, selection.reason, age, since, message_id=message_id
             )
             if decision.reason is Reason.ALREADY_HANDLED:
                 late = late_announcement(
@@ -158,11 +172,21 @@ class Controller:
                 )
                 if late is not None:  # the write happened, nobody was told (controller/announce.py)
                     outcome = self._finish(
-                        alert, policy, late, delivery, started, attempts=attempts, header=LATE_HEADER, late=True
+                        alert,
+                        policy,
+                        late,
+                        delivery,
+                        started,
+                        attempts=attempts,
+                        header=LATE_HEADER,
+                        late=True,
+                        age=age,
                     )
                     self._mark_announced(ref, alert.incident_id, outcome.notified)
                     return outcome
-            outcome = self._finish(alert, policy, decision, delivery, started, attempts=attempts, applied=applied)
+            outcome = self._finish(
+                alert, policy, decision, delivery, started, attempts=attempts, applied=applied, age=age
+            )
             if decision.changes_traffic:
                 self._mark_announced(ref, alert.incident_id, outcome.notified)
             return outcome
@@ -183,14 +207,30 @@ class Controller:
 
     # -- the loop --------------------------------------------------------------------------
     def _decide_and_act(
-        self, alert: Alert, ref: ServiceRef, policy: Policy | None, policy_reason: str, *, message_id: str = ""
+        self,
+        alert: Alert,
+        ref: ServiceRef,
+        policy: Policy | None,
+        policy_reason: str,
+        age: timedelta,
+        since: datetime,
+        *,
+        message_id: str = "",
     ) -> tuple[Decision, Applied | None, int, ServiceState]:
         evidence = _Evidence(self.monitoring, ref) if self.monitoring is not None else None
+        # An old delivery (Eventarc redelivers for up to 24 h) acts only on Cloud Monitoring's
+        # *current* confirmation, whatever the policy says about verification.
+        stale = alert.state == "open" and policy is not None and age > policy.rollback.max_alert_age
 
         def plan(state: ServiceState, ledger: Ledger) -> tuple[Decision, Change | None]:
             now = self.clock()
             claim = alert
-            verifying = evidence is not None and policy is not None and policy.verification.enabled
+            verifying = evidence is not None and policy is not None and (policy.verification.enabled or stale)
+            end = (
+                suspect_window_end(now, alert.started_at, policy.verification.ingestion_lag, stale=stale)
+                if policy is not None
+                else now
+            )
             if (
                 evidence is not None
                 and policy is not None
@@ -198,7 +238,7 @@ class Controller:
                 and alert.state == "open"
                 and not alert.revision
             ):
-                claim = evidence.attribute(alert, policy, state, now)
+                claim = evidence.attribute(alert, policy, state, end)
 
             def decide_with(verification: Verification | None) -> Decision:
                 return decide(
@@ -213,8 +253,15 @@ class Controller:
                 )
 
             decision = decide_with(None)
-            if evidence is not None and policy is not None and verifying and decision.reason in WOULD_ACT:
-                decision = decide_with(evidence.verify(claim, policy, state, decision, now))
+            if policy is not None and decision.reason in WOULD_ACT and (verifying or stale):
+                found = (
+                    evidence.verify(claim, policy, state, decision, end)
+                    if evidence is not None
+                    else unavailable("Cloud Monitoring is not configured")
+                )
+                if stale and found.verdict is not Verdict.CONFIRMED:
+                    found = no_longer_confirmed(found, since, now - since)
+                decision = decide_with(found)
             if not decision.changes_traffic or decision.ledger_after is None:
                 return decision, None
             # Unannounced until Slack has it: a redelivery of this message then knows to tell.
@@ -267,6 +314,7 @@ class Controller:
         applied: Applied | None = None,
         header: str | None = None,
         late: bool = False,
+        age: timedelta | None = None,
     ) -> Outcome:
         confirmed = applied.confirmed if applied else True
         notified = False
@@ -292,6 +340,7 @@ class Controller:
             outcome=outcome,
             **timing,
             **({"announced_late": True} if late else {}),
+            **({"alert_age_s": round(age.total_seconds())} if age is not None else {}),
         )
         return Outcome(decision=decision, attempts=attempts, confirmed=confirmed, notified=notified)
 
@@ -459,11 +508,11 @@ class _Evidence:
     def _fetch(self, window: Window, signal: str) -> Evidence:
         return self._cache.get(window, frozenset({signal}))
 
-    def attribute(self, alert: Alert, policy: Policy, state: ServiceState, now: datetime) -> Alert:
+    def attribute(self, alert: Alert, policy: Policy, state: ServiceState, end: datetime) -> Alert:
         """A service-level alert names no revision: blame the serving revision whose numbers breach worst."""
         if alert.trigger is None or getattr(policy.triggers, alert.trigger) is None:
             return alert
-        window = trailing_window(now, trigger_window(policy, alert.trigger, alert.window))
+        window = trailing_window(end, trigger_window(policy, alert.trigger, alert.window))
         try:
             found = self._fetch(window, _SIGNALS[alert.trigger])
         except MonitoringUnavailable:
@@ -473,8 +522,10 @@ class _Evidence:
         return alert.model_copy(update={"revision": suspect}) if suspect else alert
 
     def verify(
-        self, alert: Alert, policy: Policy, state: ServiceState, decision: Decision, now: datetime
+        self, alert: Alert, policy: Policy, state: ServiceState, decision: Decision, end: datetime
     ) -> Verification:
+        """The suspect over the trigger's window ending at ``end`` (see ``verify.suspect_window_end``);
+        the target over the window before the suspect took traffic."""
         trigger = alert.trigger
         assert trigger is not None
         signal = _SIGNALS[trigger]
@@ -484,7 +535,7 @@ class _Evidence:
         if trigger == "health" and probe_data and suspect_rev is not None and blind_spot(suspect_rev):
             # No liveness probe: Monitoring's probe counts cannot confirm or refute; say so.
             return Verification(verdict=Verdict.INCONCLUSIVE, note=blind_spot(suspect_rev))
-        window = trailing_window(now, length)
+        window = trailing_window(end, length)
         try:
             found = self._fetch(window, signal)
         except MonitoringUnavailable as exc:
@@ -502,6 +553,18 @@ class _Evidence:
             except MonitoringUnavailable:
                 target = None
         return judge(suspect, target)
+
+
+def _published_at(delivery: DeliveryInfo | None) -> datetime | None:
+    """Pub/Sub's ``publishTime`` (RFC 3339) as a datetime; None when absent or unreadable."""
+    text = delivery.publish_time if delivery is not None else None
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def _event_id(event: Any) -> str:

@@ -394,6 +394,10 @@ class DeliveryInfo(Frozen):
     time: str | None = None
     message_id: str = ""
     subscription: str | None = None
+    # Pub/Sub's first publish time (kept across redeliveries) and its delivery counter (sent only
+    # when the subscription has a dead-letter policy): how old and how often retried a delivery is.
+    publish_time: str | None = None
+    delivery_attempt: int | None = None
 
 
 class CloudEventLike(Protocol):
@@ -550,5 +554,7 @@ def parse_cloud_event(event: CloudEventLike) -> tuple[Notification, DeliveryInfo
         time=_attr_text(event, "time"),
         message_id=envelope.message.message_id,
         subscription=envelope.subscription,
+        publish_time=envelope.message.publish_time,
+        delivery_attempt=envelope.delivery_attempt,
     )
     return notification, info

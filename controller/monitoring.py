@@ -490,9 +490,9 @@ class _BudgetTimeout:
 class _CredentialSearch:
     """Application Default Credentials, looked up once on a background thread.
 
-    ``google.auth.default()`` may probe the GCE metadata server (3 tries with backoff, seconds
+    ``google.auth.default()`` may probe the GCE metadata server (3 tries with backoff, about 3 s
     where there is none); running it on a thread lets each caller wait only for what is left of
-    its own budget. A failure is not cached: the next call searches again.
+    its own budget. The outcome, found or not, is logged once and kept: see :func:`_credentials`.
     """
 
     def __init__(self) -> None:
@@ -502,17 +502,56 @@ class _CredentialSearch:
         threading.Thread(target=self._run, name="monitoring-adc", daemon=True).start()
 
     def _run(self) -> None:
+        started = time.monotonic()
         try:
             import google.auth
 
-            self.credentials, _ = google.auth.default(scopes=list(_SCOPES))
+            self.credentials, project = google.auth.default(scopes=list(_SCOPES))
+            log.info(
+                "Cloud Monitoring credentials: %s (project %s), found in %.1f s",
+                type(self.credentials).__name__,
+                project or "unknown",
+                time.monotonic() - started,
+            )
         except BaseException as exc:  # reported to the waiting caller, never lost on this thread
             self.error = exc
+            log.warning(
+                "Cloud Monitoring credentials: none found in %.1f s (%s: %s); evidence is unavailable "
+                "in this process until it restarts with credentials (or set ROLLBACK_MONITORING_ENDPOINT)",
+                time.monotonic() - started,
+                type(exc).__name__,
+                exc,
+            )
         finally:
             self._done.set()
 
     def wait(self, timeout: float) -> bool:
         return self._done.wait(max(0.0, timeout))
+
+
+_search_lock = threading.Lock()
+_search: _CredentialSearch | None = None
+
+
+def _credentials() -> _CredentialSearch:
+    """The process's one credentials search (started on first use).
+
+    Resolved once per process, success or failure: without credentials every delivery used to
+    spend ~3 s probing the metadata server again. Credentials do not appear in a running Cloud
+    Function; locally, fix them and restart.
+    """
+    global _search
+    with _search_lock:
+        if _search is None:
+            _search = _CredentialSearch()
+        return _search
+
+
+def reset_credentials() -> None:
+    """Forget the process's credentials search (tests change the environment between cases)."""
+    global _search
+    with _search_lock:
+        _search = None
 
 
 def _describe(exc: BaseException) -> str:
@@ -587,7 +626,6 @@ class MonitoringClient:
         self._page_size = page_size
         self._lock = threading.Lock()
         self._client: Any = None
-        self._search: _CredentialSearch | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -624,9 +662,7 @@ class MonitoringClient:
                 transport = MetricServiceGrpcTransport(channel=channel)
                 self._client = monitoring_v3.MetricServiceClient(transport=transport)
                 return self._client
-            if self._search is None:
-                self._search = _CredentialSearch()
-            search = self._search
+        search = _credentials()
         # Wait outside the lock, so one slow search does not hold up close() or other callers
         # beyond their own budgets.
         if not search.wait(budget.remaining()):
@@ -637,8 +673,6 @@ class MonitoringClient:
             if self._client is not None:
                 return self._client
             if search.error is not None:
-                if self._search is search:
-                    self._search = None  # search again next time: credentials may be fixed
                 raise MonitoringUnavailable(f"Cloud Monitoring: no credentials: {search.error}") from search.error
             from google.cloud import monitoring_v3
 

@@ -192,6 +192,13 @@ class Rollback(StrictModel):
         ge=0,
         description="automatic rollbacks per service per 24h; beyond it, notify only (0 = never)",
     )
+    max_alert_age: Duration = Field(
+        default=timedelta(minutes=30),
+        description=(
+            "an open incident that started (or was published) longer ago than this is acted on only if "
+            "Cloud Monitoring's current numbers confirm it (redeliveries go on for up to 24 h)"
+        ),
+    )
 
 
 class Canary(StrictModel):
@@ -292,7 +299,8 @@ def policy_warnings(policy: Policy) -> list[str]:
 class Verification(StrictModel):
     """Evidence before action: check the alert against Cloud Monitoring's per-revision numbers.
 
-    The suspect must breach the trigger over the trigger's window (ending now) with at least
+    The suspect must breach the trigger over the trigger's window (ending at the incident's start,
+    or ``ingestion_lag`` before now if that is later) with at least
     ``min_requests``; the target must not have breached it when it last served. When the
     numbers cannot be had, or there is too little traffic to judge, the policy decides.
     """
@@ -309,6 +317,13 @@ class Verification(StrictModel):
     compare_target: bool = Field(
         default=True,
         description="refuse to roll back into a revision that was as bad when it last served; escalate instead",
+    )
+    ingestion_lag: Duration = Field(
+        default=timedelta(minutes=3),
+        description=(
+            "how long Cloud Monitoring takes to show Cloud Run's numbers (documented: up to 180 s); the "
+            "suspect is measured over data at least this old, or up to the incident's start"
+        ),
     )
 
 

@@ -2,8 +2,11 @@
 
 An alert is a claim. Before spending the one action that matters, the controller checks it:
 
-* **Confirmed**: the suspect's own numbers over the trigger's window (ending now) breach the
-  trigger, with at least ``min_requests`` requests behind them.
+* **Confirmed**: the suspect's own numbers over the trigger's window breach the trigger, with at
+  least ``min_requests`` requests behind them. The window ends where Monitoring's data is already
+  ingested (:func:`suspect_window_end`: the incident's start, or ``ingestion_lag`` before now).
+* **Old deliveries** (older than ``rollback.max_alert_age``) need a confirmation by the present
+  numbers; anything else becomes "not confirmed" with a notice (:func:`no_longer_confirmed`).
 * **Not confirmed**: enough requests, and no breach → no rollback; Slack gets the numbers.
 * **Inconclusive**: fewer than ``min_requests`` (or, for health, no per-revision probe data)
   → the policy's ``on_inconclusive`` decides (default: act on the alert alone, and say so).
@@ -208,3 +211,50 @@ def attribute(
             if worst is None or score > worst[0]:
                 worst = (score, name)
     return worst[1] if worst else None
+
+
+# --------------------------------------------------------------------------- when to measure
+
+
+def alert_age(now: datetime, started_at: datetime, published_at: datetime | None = None) -> timedelta:
+    """How old an alert is: since the incident started, or since Pub/Sub first published it if
+    that is earlier (a redelivery keeps its original ``publishTime``)."""
+    return now - alert_since(started_at, published_at)
+
+
+def alert_since(started_at: datetime, published_at: datetime | None = None) -> datetime:
+    """The moment an alert's age counts from (see :func:`alert_age`)."""
+    return started_at if published_at is None else min(started_at, published_at)
+
+
+def suspect_window_end(now: datetime, started_at: datetime, lag: timedelta, *, stale: bool) -> datetime:
+    """Where the suspect's measurement window ends.
+
+    Cloud Run's request metrics are sampled every 60 s and may not be visible for up to 180 s, so
+    a window ending *now* is mostly not ingested yet. The window ends at the incident's start (what
+    Monitoring had evaluated when it opened the incident), or at ``now - lag`` if that is later; for
+    an old delivery (``stale``) always at ``now - lag``: the present, as far as Monitoring shows it.
+    Never after ``now``.
+    """
+    present = now - lag
+    end = present if stale else max(started_at, present)
+    return min(end, now)
+
+
+def _age_text(age: timedelta) -> str:
+    minutes = int(age.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h" if hours < 48 else f"{hours // 24} d"
+
+
+def no_longer_confirmed(verification: Verification, started_at: datetime, age: timedelta) -> Verification:
+    """An old alert that Cloud Monitoring's current numbers do not confirm: not acted on, with a notice."""
+    when = started_at.strftime("%H:%M UTC") if age < timedelta(days=1) else started_at.strftime("%Y-%m-%d %H:%M UTC")
+    note = f"alert from {when} is {_age_text(age)} old and no longer confirmed"
+    if verification.note:
+        note = f"{note} ({verification.note})"
+    return Verification(
+        verdict=Verdict.NOT_CONFIRMED, suspect=verification.suspect, target=verification.target, note=note
+    )

@@ -18,6 +18,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         }:
             monkeypatch.delenv(name, raising=False)
     yield
-    from controller import engine
+    from controller import engine, monitoring
 
     engine.reset_controller()
+    monitoring.reset_credentials()  # resolved once per process: each test starts a fresh search

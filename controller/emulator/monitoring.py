@@ -15,11 +15,17 @@ Implemented RPCs (others answer UNIMPLEMENTED, as gRPC does for unknown methods)
   construct) rather than returning an answer the real service would not give.
 
 Simulators can skip gRPC and call :meth:`MonitoringEmulator.write_point` directly. Tests can count
-calls (:attr:`MonitoringEmulator.calls`), inject outages (:meth:`MonitoringEmulator.fail_next`)
-and slowness (:meth:`MonitoringEmulator.delay_next`).
+calls (:attr:`MonitoringEmulator.calls`), inject outages (:meth:`MonitoringEmulator.fail_next`, or
+every call while :attr:`MonitoringEmulator.unavailable` is set) and slowness
+(:meth:`MonitoringEmulator.delay_next`, or every call by :attr:`MonitoringEmulator.latency` seconds).
 
-The emulator has no clock: every point carries its own timestamps, and queries say which
-interval they want, so tests are deterministic.
+Ingestion lag: Cloud Run's metrics are "sampled every 60 seconds; after sampling, data is not
+visible for up to 180 seconds" (Cloud Monitoring metrics list, run.googleapis.com; "Metric data
+latency", https://cloud.google.com/monitoring/api/v3/latency-n-retention). A point becomes visible
+to ListTimeSeries only once the emulator's clock has passed its end time by ``ingestion_lag``
+(default :data:`DEFAULT_INGESTION_LAG`, the documented worst case; 0 turns the lag off). The clock
+is the wall clock unless a test injects one; apart from that, every point carries its own
+timestamps and queries say which interval they want.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -55,6 +61,7 @@ from controller.stats import (
 
 __all__ = [
     "CLOUD_RUN_LATENCY_BUCKETS",
+    "DEFAULT_INGESTION_LAG",
     "KNOWN_METRICS",
     "EmulatorError",
     "MonitoringEmulator",
@@ -86,6 +93,9 @@ KNOWN_METRICS: dict[str, tuple[str, str, str]] = {
     "monitoring.googleapis.com/uptime_check/check_passed": ("GAUGE", "BOOL", ""),
     "monitoring.googleapis.com/uptime_check/request_latency": ("GAUGE", "DOUBLE", "ms"),
 }
+
+DEFAULT_INGESTION_LAG = timedelta(seconds=180)
+"""Cloud Run's documented worst case: "After sampling, data is not visible for up to 180 seconds"."""
 
 _MAX_SERIES_PER_WRITE = 200  # the real API's limit per CreateTimeSeries request
 _MIN_ALIGNMENT_NS = 60 * 1_000_000_000
@@ -613,12 +623,34 @@ class MonitoringEmulator:
     * Paging: ``pageSize`` counts series (0 = all); ``nextPageToken`` is bound to the query and
       rejected (INVALID_ARGUMENT) with any other query. Pages are recomputed per call, so writes
       between pages show up on later pages.
+    * Ingestion lag: a point whose end time is later than ``clock() - ingestion_lag`` is not
+      returned yet (it exists; it is just not visible), whatever the query's interval.
+
+    Faults: ``unavailable`` (a ``grpc.StatusCode``, or None) fails every RPC with that status
+    while set; ``latency`` (seconds) delays every RPC. Both can be given to the constructor and
+    changed at any time; :meth:`fail_next` and :meth:`delay_next` inject one-off faults.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, default_project: str = "demo-proj") -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        default_project: str = "demo-proj",
+        ingestion_lag: timedelta = DEFAULT_INGESTION_LAG,
+        clock: Callable[[], datetime] | None = None,
+        unavailable: grpc.StatusCode | None = None,
+        latency: float = 0.0,
+    ) -> None:
+        if ingestion_lag < timedelta(0):
+            raise ValueError(f"ingestion_lag must not be negative, got {ingestion_lag}")
         self._host = host
         self._requested_port = port
         self.default_project = default_project
+        self.ingestion_lag = ingestion_lag
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.unavailable = unavailable
+        self.latency = latency
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: grpc.Server | None = None
@@ -713,7 +745,9 @@ class MonitoringEmulator:
             self._delays.append(_Injection(n, seconds=seconds))
 
     def reset(self) -> None:
-        """Forget all data, recorded calls and pending injections."""
+        """Forget all data, recorded calls and pending injections (and end any outage or latency)."""
+        self.unavailable = None
+        self.latency = 0.0
         with self._lock:
             self._series.clear()
             self._descriptors.clear()
@@ -821,17 +855,17 @@ class MonitoringEmulator:
     # -- RPC plumbing -------------------------------------------------------------------------
 
     def _inject(self) -> grpc.StatusCode | None:
-        """Consume pending delay and failure injections for one call."""
-        delay = 0.0
-        code: grpc.StatusCode | None = None
+        """Consume pending delay and failure injections for one call (and apply the standing ones)."""
+        delay = self.latency
+        code: grpc.StatusCode | None = self.unavailable
         with self._lock:
             if self._delays:
-                delay = self._delays[0].seconds
+                delay += self._delays[0].seconds
                 self._delays[0].remaining -= 1
                 if self._delays[0].remaining <= 0:
                     self._delays.pop(0)
             if self._failures:
-                code = self._failures[0].code
+                code = code or self._failures[0].code
                 self._failures[0].remaining -= 1
                 if self._failures[0].remaining <= 0:
                     self._failures.pop(0)
@@ -952,9 +986,10 @@ class MonitoringEmulator:
             raise _unimplemented(f"aggregation.crossSeriesReducer {reducer}")
         group_by = _parse_group_by(pb.aggregation.group_by_fields) if reducer != "REDUCE_NONE" else []
 
+        visible_ns = _to_ns(self.clock() - self.ingestion_lag)
         with self._lock:
             selected = [
-                (s, [p for p in s.points if _in_interval(p, start_ns, end_ns, has_start)])
+                (s, [p for p in s.points if p.end_ns <= visible_ns and _in_interval(p, start_ns, end_ns, has_start)])
                 for s in self._series.values()
                 if s.project == project and parsed.matches(s)
             ]

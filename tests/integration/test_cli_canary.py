@@ -82,7 +82,9 @@ def stack_(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     policies = tmp_path_factory.mktemp("cli-canary-policies")
     (policies / "default.yaml").write_text((ROOT / "policies" / "default.yaml").read_text())
     (policies / "more.yaml").write_text(NO_CANARY)
-    with CloudRunEmulator() as run, MonitoringEmulator() as monitoring, SlackEmulator() as slack:
+    # The canary's judged windows end at the tick (issue 10): ingestion lag off here.
+    lag_off = MonitoringEmulator(ingestion_lag=datetime.timedelta(0))
+    with CloudRunEmulator() as run, lag_off as monitoring, SlackEmulator() as slack:
         env = function_env(run.url, slack.api_url, monitoring=monitoring.target, ROLLBACK_POLICIES=str(policies))
         env = {k: v for k, v in env.items() if k.lower() not in PROXY_VARS}
         yield Stack(run, monitoring, slack, env)

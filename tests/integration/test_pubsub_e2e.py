@@ -100,8 +100,11 @@ def test_published_alert_is_pushed_to_the_function_and_rolls_back(
                 # The path carries the topic so functions-framework can name the CloudEvent's source.
                 push_config={"push_endpoint": f"http://127.0.0.1:{port}/projects/{PROJECT}/topics/{TOPIC}"},
             )
-            incident = (DATA / "incident-5xx-open.json").read_bytes()
-            publisher.publish(topic, incident).result(timeout=30)
+            # A fresh incident (the sample's 2024 start would make it an old delivery, acted on
+            # only with Cloud Monitoring's current confirmation).
+            doc = json.loads((DATA / "incident-5xx-open.json").read_bytes())
+            doc["incident"]["started_at"] = int(time.time()) - 240
+            publisher.publish(topic, json.dumps(doc).encode()).result(timeout=30)
 
             deadline = time.monotonic() + DELIVERY_TIMEOUT
             while time.monotonic() < deadline and run.applied_traffic_changes(PROJECT, REGION, SERVICE) == 0:

@@ -2,8 +2,10 @@
 google-cloud-run, google-cloud-monitoring and slack-sdk clients against the emulators, while the
 traffic simulator writes each revision's requests, errors and latencies as traffic is split.
 
-The function judges windows that end at the real "now", so the simulated clock is laid out in
-the past up to the current minute.
+The function judges windows against the real "now", so the simulated clock is laid out in the
+past up to the current minute. The Monitoring emulator's ingestion lag is on (points are visible
+180 s after their end, Cloud Run's documented worst case) and each incident started four minutes
+before its delivery, so the suspect is measured over data Monitoring already shows.
 """
 
 from __future__ import annotations
@@ -87,7 +89,10 @@ class Stack:
         else:
             labels["revision_name"] = revision
         doc["incident"]["incident_id"] = f"inc-{service}-{time.monotonic_ns()}"
-        msg = {"data": base64.b64encode(json.dumps(doc).encode()).decode(), "messageId": "1", "publishTime": "x"}
+        now = datetime.now(UTC)
+        doc["incident"]["started_at"] = int((now - timedelta(minutes=4)).timestamp())
+        published = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        msg = {"data": base64.b64encode(json.dumps(doc).encode()).decode(), "messageId": "1", "publishTime": published}
         return requests.post(
             f"http://127.0.0.1:{self.port}/projects/{PROJECT}/topics/alerts",
             json={"message": msg, "subscription": "s"},
@@ -213,7 +218,7 @@ def test_service_level_alert_is_attributed_by_the_per_revision_breakdown(stack: 
     assert f"suspect {PREVIOUS}" in _measured(stack.last_message())
 
 
-def test_after_the_rollback_the_service_recovers(stack: Stack) -> None:
+def test_after_the_rollback_the_service_recovers(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     sim = stack.service("checkout", {PREVIOUS: GOOD, SUSPECT: BAD}, history=[(60, ON_PREVIOUS), (15, LATEST)])
     ref = ServiceRef(project=PROJECT, region=REGION, service="checkout")
     with MonitoringClient(stack.monitoring.target) as client:
@@ -222,6 +227,9 @@ def test_after_the_rollback_the_service_recovers(stack: Stack) -> None:
         )
         assert stack.deliver("checkout").status_code == 200
         sim.run_until(stack.now + timedelta(minutes=5))  # five more minutes on the rolled-back split
+        # Read those minutes as Monitoring will show them once they are ingested.
+        later = stack.now + timedelta(minutes=5) + stack.monitoring.ingestion_lag
+        monkeypatch.setattr(stack.monitoring, "clock", lambda: later)
         after = client.evidence(
             ref,
             trailing_window(stack.now + timedelta(minutes=5), timedelta(minutes=5)),

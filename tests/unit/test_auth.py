@@ -30,6 +30,7 @@ from pydantic import SecretStr
 from tokens import SigningKey, make_key
 
 from controller.auth import (
+    CERTS_FAILURE_TTL_SECONDS,
     CERTS_MIN_REFETCH_INTERVAL_SECONDS,
     CLOCK_SKEW_SECONDS,
     GOOGLE_CERTS_URL,
@@ -403,8 +404,11 @@ REFUSED: list[Any] = [
     pytest.param(token_with(exp=True), 401, "invalid_token", id="exp-a-boolean"),
     # A genuine, current token minted for another service: authenticated, not authorized here (403).
     pytest.param(token_with(aud="https://other.example/fn"), 403, "wrong_audience", id="wrong-aud"),
-    pytest.param(token_with(aud=[AUDIENCE]), 403, "wrong_audience", id="aud-as-list"),
-    pytest.param(token_with(aud=DROP), 403, "wrong_audience", id="aud-missing"),
+    # Google's ID tokens carry aud as one string: a list or no aud is not the documented form,
+    # and every claim's type is checked before any value is compared (401).
+    pytest.param(token_with(aud=[AUDIENCE]), 401, "invalid_token", id="aud-as-list"),
+    pytest.param(token_with(aud=DROP), 401, "invalid_token", id="aud-missing"),
+    pytest.param(token_with(iss=["https://accounts.google.com"]), 401, "invalid_token", id="iss-as-list"),
     # ...but the audience is checked last: anything else wrong with the token still answers 401.
     pytest.param(
         token_with(aud="https://other.example/fn", iat=int(NOW) - 7200, exp=int(NOW) - SKEW - 1),
@@ -654,6 +658,7 @@ class TestCertificates:
         verifier: IdTokenVerifier,
         certs: CertsEndpoint,
         keys: Keys,
+        clock: FakeClock,
         break_endpoint: Callable[[CertsEndpoint], object],
     ) -> None:
         token = bearer(keys.google.sign(claims()))
@@ -661,8 +666,11 @@ class TestCertificates:
         failure = refusal(verifier, token).failure
         assert (failure.status, failure.error) == (503, "certs_unavailable")
         assert certs.hits == 1
-        # A failure is not cached: once the endpoint is fixed, the next request succeeds.
+        # A failure is cached briefly: once the endpoint is fixed, a request after that succeeds.
         certs.status, certs.body, certs.redirect_to = 200, None, None
+        assert refusal(verifier, token).failure.status == 503
+        assert certs.hits == 1
+        clock.advance(CERTS_FAILURE_TTL_SECONDS)
         assert verifier.verify(token).email == "alice@example.com"
 
     def test_nothing_listening_is_503(self, dead_url: str, keys: Keys, clock: FakeClock) -> None:

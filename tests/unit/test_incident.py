@@ -456,6 +456,7 @@ def test_sdk_cloud_event_as_seen_by_function() -> None:
         time="2024-06-01T12:06:03.512Z",
         message_id="11937923011474843",
         subscription=EVENTARC_SUB,
+        publish_time="2024-06-01T12:06:03.512Z",
     )
 
 
@@ -612,6 +613,7 @@ def test_framework_delivery_parses(
         time=time,
         message_id="11937923011474843",
         subscription=subscription,
+        publish_time=time,  # the publish time, also the CloudEvent's time
     )
 
 
