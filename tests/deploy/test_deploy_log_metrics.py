@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from cloudevents.http import CloudEvent
+from deliveries import rfc3339
 from logquery import Unsupported, extract, extractor_field, matches, to_entry
 
 import main
@@ -60,16 +61,27 @@ def metrics() -> dict[str, dict[str, Any]]:
 
 
 def delivery(doc: dict[str, Any] | bytes, n: int) -> CloudEvent:
+    """A fresh delivery (published now, incident opened minutes ago): an old one would need fresh confirmation."""
+    now = datetime.now(UTC)
+    if isinstance(doc, dict):
+        doc = copy.deepcopy(doc)
+        doc["incident"]["started_at"] = int((now - timedelta(minutes=4)).timestamp())
     raw = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    when = rfc3339(now)
     attributes = {
         "specversion": "1.0",
         "type": "google.cloud.pubsub.topic.v1.messagePublished",
         "source": f"//pubsub.googleapis.com/projects/{PROJECT}/topics/rollback-alerts",
         "id": f"deploy-{n}",
-        "time": "2024-06-01T12:06:03.512Z",
+        "time": when,
     }
     data = {
-        "message": {"data": base64.b64encode(raw).decode(), "messageId": f"deploy-{n}", "attributes": {}},
+        "message": {
+            "data": base64.b64encode(raw).decode(),
+            "messageId": f"deploy-{n}",
+            "publishTime": when,
+            "attributes": {},
+        },
         "subscription": f"projects/{PROJECT}/subscriptions/eventarc-sub",
     }
     return CloudEvent(attributes, data)
