@@ -36,7 +36,7 @@ def test_demo_tells_the_story_and_keeps_the_log_lines_in_a_file(tmp_path: Path) 
     assert any(line.startswith("2. The alert:       incident 0.nk3l9v2x1abc open") for line in lines)
     assert "3. The decision:" in lines
     assert any("observed 0.183 (threshold 0.05)" in line for line in lines)  # the decision's numbers
-    assert any(line.startswith("   measured suspect checkout-00042-xyz: 5xx 17.3% of 4,000 requests") for line in lines)
+    assert any(line.startswith("   measured suspect checkout-00042-xyz: 5xx 18.4% of 4,000 requests") for line in lines)
     assert "4. Traffic after:   checkout-00041-abc 100%" in lines
     assert any(line.startswith("   → #deploys: :rewind: Rolled back checkout") for line in lines)
     assert any(

@@ -52,7 +52,9 @@ def ctl(emulator: CloudRunEmulator) -> Controller:
             ],
         )
     run = CloudRunClient(emulator.url, api_timeout=5, operation_timeout=5)
-    return Controller(Settings(), run, RecordingNotifier(), policies=load_policies(ROOT / "policies"))
+    # The sample incident opened at 12:06; a clock minutes later keeps the delivery fresh.
+    clock = lambda: T0 + timedelta(minutes=9)  # noqa: E731
+    return Controller(Settings(), run, RecordingNotifier(), policies=load_policies(ROOT / "policies"), clock=clock)
 
 
 def event(**labels: str) -> CloudEvent:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from support import InMemoryCloudRun, RecordingNotifier, alert, rev, state
+from support import T0, InMemoryCloudRun, RecordingNotifier, alert, rev, state
 
 from controller import logs
 from controller.engine import Controller
@@ -32,7 +33,9 @@ def lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
 def controller() -> tuple[Controller, InMemoryCloudRun]:
     run = InMemoryCloudRun(state(REVS))
     settings = Settings(slack_bot_token=None)
-    return Controller(settings, run, RecordingNotifier(), policies=load_policies(ROOT / "policies")), run
+    # A fresh delivery (the alert opened 7 minutes ago): an old one would need fresh confirmation.
+    clock = lambda: T0 + timedelta(minutes=7)  # noqa: E731
+    return Controller(settings, run, RecordingNotifier(), policies=load_policies(ROOT / "policies"), clock=clock), run
 
 
 def test_lone_surrogate_in_fields_still_writes_the_line(capsys: pytest.CaptureFixture[str]) -> None:
