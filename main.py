@@ -1,4 +1,5 @@
-"""Cloud Functions entry points: ``handle_alert`` (CloudEvent) and ``handle_http`` (HTTP).
+"""Cloud Functions entry points: ``handle_alert`` (CloudEvent), ``handle_http`` (HTTP) and
+``handle_command`` (CloudEvent: the commands ``handle_http`` publishes to ROLLBACK_COMMANDS_TOPIC).
 
 Deliberately tiny: the controller and its client libraries are imported on first use, not
 at import time, so a cold start pays only for what the first request needs (a health check
@@ -26,3 +27,12 @@ def handle_http(request: Any) -> Any:
     from controller.api import handle
 
     return handle(request)
+
+
+@functions_framework.cloud_event
+def handle_command(cloud_event: Any) -> None:
+    """A command from ROLLBACK_COMMANDS_TOPIC (Slack button, canary tick, queued Slack message).
+    Returning acknowledges; raising redelivers (deploy with ``--retry``)."""
+    from controller.command_worker import get_worker
+
+    get_worker().handle_cloud_event(cloud_event)

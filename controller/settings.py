@@ -47,6 +47,11 @@ class Settings(BaseModel):
     conflict_retries: int = Field(default=4, ge=1, le=10)
     # The most a Monitoring outage may cost a delivery before the policy's fallback applies.
     monitoring_deadline: float = Field(default=5.0, gt=0)
+    # Pub/Sub topics (projects/P/topics/T): commands for handle_command, and decision events.
+    commands_topic: str | None = Field(default=None, pattern=r"^projects/[^/\s]+/topics/[^/\s]+$")
+    events_topic: str | None = Field(default=None, pattern=r"^projects/[^/\s]+/topics/[^/\s]+$")
+    # Seconds a Slack message may spend on retries (5xx, Retry-After) before it is handed over.
+    slack_retry_budget: float = Field(default=20.0, ge=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -65,5 +70,8 @@ class Settings(BaseModel):
             slack_api_url=get("ROLLBACK_SLACK_API_URL"),
             dry_run=_flag("ROLLBACK_DRY_RUN", get("ROLLBACK_DRY_RUN")),
             default_project=get("GOOGLE_CLOUD_PROJECT"),
+            commands_topic=get("ROLLBACK_COMMANDS_TOPIC"),
+            events_topic=get("ROLLBACK_EVENTS_TOPIC"),
+            slack_retry_budget=float(get("ROLLBACK_SLACK_RETRY_BUDGET") or 20.0),
             regions=tuple(r.strip() for r in (get("ROLLBACK_REGIONS") or "").split(",") if r.strip()),
         )

@@ -27,13 +27,17 @@ since Slack shows nothing from an interaction's HTTP body), never a silent error
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import time
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from controller.commands import SlackActionName
 from controller.errors import ControllerError, ServiceNotFound
 from controller.messages import SlackMessage
 from controller.state import ServiceRef
@@ -41,6 +45,7 @@ from controller.state import ServiceRef
 if TYPE_CHECKING:
     from controller.auth import SlackVerifier
     from controller.canary_control import CanaryControl
+    from controller.command_queue import CommandQueue
     from controller.manual import ActionResult, ManualControl
     from controller.slack import Notifier
 
@@ -56,6 +61,10 @@ MAX_VALUE_CHARS: Final = 2000  # Slack's limit on a button value
 SLACK_HOOKS_PREFIX: Final = "https://hooks.slack.com/"
 RESPONSE_URL_TIMEOUT: Final = 2.0  # seconds; we are inside Slack's 3 s budget
 MAX_BLOCKS: Final = 50  # Slack's limit per message
+INLINE_DEADLINE: Final = 2.5  # seconds for a whole inline request (Slack gives up at 3)
+# Inline presses run here so the request can be answered at the deadline while the action
+# finishes; bounded, a few presses at once is all Slack ever sends.
+_INLINE_POOL: Final = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="slack-inline")
 
 
 # --------------------------------------------------------------------------- building
@@ -216,8 +225,33 @@ def actor_of(user: SlackUser) -> str:
 # --------------------------------------------------------------------------- handling
 
 
+@dataclass(frozen=True)
+class Pressed:
+    """A validated button press: what to do to which service (``candidate``: the Promote button's)."""
+
+    action: SlackActionName
+    ref: ServiceRef
+    candidate: str = ""
+
+
+_KINDS: Final[dict[str, SlackActionName]] = {ACTION_UNDO: "undo", ACTION_HOLD: "hold", ACTION_RELEASE: "release"}
+_PENDING: Final[dict[str, str]] = {
+    "undo": "Undoing the last action on {service}…",
+    "hold": "Putting {service} on hold…",
+    "release": "Releasing the hold on {service}…",
+    "promote": "Approving the promotion of {service}…",
+}
+Reply = tuple[dict[str, Any], int]
+
+
 class SlackActionHandler:
-    """Performs button presses; built once per process by ``controller.api``."""
+    """Performs button presses; built once per process by ``controller.api``.
+
+    ``handle`` = verify → parse → check the user → :meth:`validate` → :meth:`dispatch`. With a
+    command queue (ROLLBACK_COMMANDS_TOPIC), ``dispatch`` publishes a ``slack-action`` command and
+    marks the message as in progress; ``handle_command`` later calls :meth:`execute`. Without
+    one, ``dispatch`` executes inline within :data:`INLINE_DEADLINE` for the whole request.
+    """
 
     def __init__(
         self,
@@ -227,19 +261,24 @@ class SlackActionHandler:
         *,
         slack_api_url: str | None = None,
         canary: CanaryControl | None = None,
+        commands: CommandQueue | None = None,
+        inline_deadline: float = INLINE_DEADLINE,
     ) -> None:
         self._verifier = verifier
         self._control = control
         self._notifier = notifier
         self._canary = canary
+        self._commands = commands
+        self._inline_deadline = inline_deadline
         self._response_prefixes = [SLACK_HOOKS_PREFIX]
         if slack_api_url:
             # A local Slack emulator (ROLLBACK_SLACK_API_URL) also serves response URLs.
             parts = urllib.parse.urlsplit(slack_api_url)
             self._response_prefixes.append(f"{parts.scheme}://{parts.netloc}/")
 
-    def handle(self, body: bytes, headers: Mapping[str, str]) -> tuple[dict[str, Any], int]:
+    def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply:
         """Answer one interaction request. Raises ``AuthError`` for signature and user refusals."""
+        started = time.monotonic()
         self._verifier.verify(body, headers)  # on the raw bytes, before any parsing
         try:
             payload = parse_payload(body)
@@ -250,63 +289,167 @@ class SlackActionHandler:
                 "fields": [{"field": "payload", "message": str(exc)}],
             }, 422
         self._verifier.check_user(payload.user.id)
+        pressed = self.validate(payload)
+        if not isinstance(pressed, Pressed):
+            return pressed
+        return self.dispatch(payload, pressed, started=started)
+
+    def validate(self, payload: BlockActions) -> Pressed | Reply:
+        """Which button, on which service: a :class:`Pressed`, or the (ephemeral) refusal to answer."""
         if payload.type != "block_actions":
             return self._ephemeral(payload, f"interaction type {payload.type!r} is not handled"), 200
         action = payload.actions[0]  # Slack sends one action per button press
         if action.action_id == ACTION_PROMOTE:
-            return self._promote(payload, action.value)
-        kind = {ACTION_UNDO: "undo", ACTION_HOLD: "hold", ACTION_RELEASE: "release"}.get(action.action_id)
+            if self._canary is None and self._commands is None:
+                return self._ephemeral(payload, "canary control is not configured here", error="not_configured"), 200
+            try:
+                ref, candidate = parse_promote_value(action.value)
+            except ValueError as exc:
+                return self._ephemeral(payload, f"cannot tell which canary this button is for: {exc}"), 200
+            return Pressed("promote", ref, candidate)
+        kind = _KINDS.get(action.action_id)
         if kind is None:
             return self._ephemeral(payload, f"unknown button {action.action_id!r}"), 200
         try:
             ref = parse_button_value(action.value)
         except ValueError as exc:
             return self._ephemeral(payload, f"cannot tell which service this button is for: {exc}"), 200
-        return self._perform(payload, kind, ref)
+        return Pressed(kind, ref)
 
-    def _perform(self, payload: BlockActions, kind: str, ref: ServiceRef) -> tuple[dict[str, Any], int]:
-        from controller.manual import Refused, result_json
+    def dispatch(self, payload: BlockActions, pressed: Pressed, *, started: float) -> Reply:
+        if self._commands is not None:
+            return self._enqueue(payload, pressed, self._commands)
+        return self._inline(payload, pressed, started)
+
+    def execute(self, payload: BlockActions, pressed: Pressed, *, command_id: str = "", queued: bool = False) -> Reply:
+        """Perform the press. ``queued`` (from ``handle_command``): temporary failures raise (Pub/Sub
+        redelivers), a refusal restores the message's buttons, and the outcome is also posted in
+        the message's thread."""
+        if pressed.action == "promote":
+            return self._promote(payload, pressed.ref, pressed.candidate, queued=queued)
+        return self._perform(payload, pressed.action, pressed.ref, command_id=command_id, queued=queued)
+
+    # -- the two dispatch modes -----------------------------------------------------------------
+    def _enqueue(self, payload: BlockActions, pressed: Pressed, commands: CommandQueue) -> Reply:
+        from controller.pubsub import PublishFailed
+
+        actor = actor_of(payload.user)
+        try:
+            command_id = commands.slack_action(
+                pressed.ref,
+                pressed.action,
+                actor=actor,
+                slack=payload.model_dump(mode="json"),
+                candidate=pressed.candidate,
+            )
+        except PublishFailed as exc:
+            log.error("slack action not queued", extra={"fields": {"error": str(exc), "slack_user": payload.user.id}})
+            text = (
+                f":warning: could not queue the {pressed.action} of {pressed.ref.service} ({exc}); "
+                "nothing was done, press again"
+            )
+            return self._ephemeral(payload, text, error="unavailable"), 200
+        pending = _PENDING[pressed.action].format(service=pressed.ref.service) + f" (requested by <@{payload.user.id}>)"
+        updated = self._replace_buttons(payload, f":hourglass_flowing_sand: {pending}")
+        log.info(
+            "slack action queued",
+            extra={
+                "fields": {
+                    "event": "slack-action",
+                    "command_id": command_id,
+                    "action": pressed.action,
+                    "service": pressed.ref.model_dump(),
+                    "actor": actor,
+                    "slack_updated": updated,
+                }
+            },
+        )
+        return {"ok": True, "queued": True, "command_id": command_id, "slack_updated": updated}, 200
+
+    def _inline(self, payload: BlockActions, pressed: Pressed, started: float) -> Reply:
+        """Execute now, answering within the deadline whatever Cloud Run does: past it, the answer
+        says "in progress" and the action finishes (and updates the message) on its thread. Fit for
+        the emulators or a function with minimum instances (CPU stays allocated after answering)."""
+        future = _INLINE_POOL.submit(self.execute, payload, pressed)
+        left = max(0.05, self._inline_deadline - (time.monotonic() - started))
+        try:
+            return future.result(timeout=left)
+        except concurrent.futures.TimeoutError:
+            log.warning(
+                "slack action still running at the answer deadline",
+                extra={"fields": {"action": pressed.action, "service": pressed.ref.model_dump(), "deadline_s": left}},
+            )
+            return {"ok": True, "pending": True, "message": "still in progress; the message is updated when done"}, 200
+
+    # -- performing ----------------------------------------------------------------------------
+    def _perform(
+        self, payload: BlockActions, kind: SlackActionName, ref: ServiceRef, *, command_id: str, queued: bool
+    ) -> Reply:
+        from controller.errors import TemporaryError
+        from controller.manual import Refused, render_action, result_json
 
         actor = actor_of(payload.user)
         reason = "pressed in Slack"
         try:
             if kind == "undo":
-                result = self._control.undo(ref, actor=actor, reason=reason, notify=False)
+                result = self._control.undo(ref, actor=actor, reason=reason, notify=False, command_id=command_id)
             elif kind == "hold":
-                result = self._control.hold(ref, actor=actor, reason=reason, notify=False)
+                result = self._control.hold(ref, actor=actor, reason=reason, notify=False, command_id=command_id)
             else:
-                result = self._control.release(ref, actor=actor, reason=reason, notify=False)
+                result = self._control.release(ref, actor=actor, reason=reason, notify=False, command_id=command_id)
         except Refused as exc:
             text = f":no_entry: {kind} refused for {ref.service} ({exc.refusal.guard}): {exc.refusal.message}"
-            return self._ephemeral(payload, text, error=exc.refusal.guard), 200
+            return self._refuse(payload, text, exc.refusal.guard, queued), 200
         except ServiceNotFound:
-            return self._ephemeral(payload, f":no_entry: service {ref} not found", error="service_not_found"), 200
+            return self._refuse(payload, f":no_entry: service {ref} not found", "service_not_found", queued), 200
+        except TemporaryError:
+            if queued:
+                raise  # Pub/Sub redelivers; the ledger makes that safe
+            text = (
+                f":warning: {kind} of {ref.service} failed: Cloud Run is unavailable; check the service before retrying"
+            )
+            return self._refuse(payload, text, "failed", queued), 200
         except ControllerError as exc:
             text = f":warning: {kind} of {ref.service} failed: {exc}; check the service before retrying"
-            return self._ephemeral(payload, text, error="failed"), 200
+            return self._refuse(payload, text, "failed", queued), 200
+        if result.duplicate:
+            return {"ok": True, "duplicate": True, **result_json(result)}, 200
         updated = self._update_message(payload, result)
-        return {"ok": True, "slack_updated": updated, **result_json(result)}, 200
+        threaded = None
+        if queued and payload.container.message_ts:
+            threaded = self._notifier.post_in_thread(
+                render_action(result).model_copy(update={"channel": self._channel(payload) or None}),
+                payload.container.message_ts,
+            )
+        return {
+            "ok": True,
+            "slack_updated": updated,
+            "slack_threaded": threaded is not None,
+            **result_json(result),
+        }, 200
 
-    def _promote(self, payload: BlockActions, value: str) -> tuple[dict[str, Any], int]:
+    def _promote(self, payload: BlockActions, ref: ServiceRef, candidate: str, *, queued: bool) -> Reply:
         """The canary "Promote" button: approve (a tick with ``approved_by``) and note it on the message."""
         from controller.canary import Step
         from controller.canary_control import report_json
+        from controller.errors import TemporaryError
 
         if self._canary is None:
             return self._ephemeral(payload, "canary control is not configured here", error="not_configured"), 200
-        try:
-            ref, candidate = parse_promote_value(value)
-        except ValueError as exc:
-            return self._ephemeral(payload, f"cannot tell which canary this button is for: {exc}"), 200
         actor = actor_of(payload.user)
         try:
             report = self._canary.approve(ref, actor, candidate)
         except ServiceNotFound:
-            return self._ephemeral(payload, f":no_entry: service {ref} not found", error="service_not_found"), 200
+            return self._refuse(payload, f":no_entry: service {ref} not found", "service_not_found", queued), 200
+        except TemporaryError:
+            if queued:
+                raise
+            text = f":warning: promote of {ref.service} failed: Cloud Run is unavailable; check the service, retry"
+            return self._refuse(payload, text, "failed", queued), 200
         except ControllerError as exc:
             text = f":warning: promote of {ref.service} failed: {exc}; check the service before retrying"
-            return self._ephemeral(payload, text, error="failed"), 200
-        channel = payload.container.channel_id or (payload.channel.id if payload.channel else "")
+            return self._refuse(payload, text, "failed", queued), 200
+        channel = self._channel(payload)
         ts = payload.container.message_ts
         updated = False
         if channel and ts and payload.message is not None:
@@ -318,10 +461,42 @@ class SlackActionHandler:
             updated = self._notifier.update(channel, ts, SlackMessage(text=text, blocks=tuple(blocks), channel=channel))
         return {"ok": True, "slack_updated": updated, **report_json(report)}, 200
 
+    # -- the message the buttons sit on ----------------------------------------------------------
+    @staticmethod
+    def _channel(payload: BlockActions) -> str:
+        return payload.container.channel_id or (payload.channel.id if payload.channel else "")
+
+    def _replace_buttons(self, payload: BlockActions, line: str) -> bool:
+        """Show ``line`` where the buttons were (so nobody presses twice while the command runs)."""
+        channel, ts = self._channel(payload), payload.container.message_ts
+        if not channel or not ts or payload.message is None:
+            return False
+        kept = [b for b in payload.message.blocks if b.get("block_id") not in (BLOCK_ID, PROMOTE_BLOCK_ID)]
+        tail = {"type": "context", "elements": [{"type": "mrkdwn", "text": line[:2900]}]}
+        blocks = (*kept[: MAX_BLOCKS - 1], tail)
+        text = f"{payload.message.text} — {line}"[:3000]
+        return self._notifier.update(channel, ts, SlackMessage(text=text, blocks=blocks, channel=channel))
+
+    def restore(self, payload: BlockActions, line: str) -> bool:
+        """Put the original message (with its buttons) back, with ``line`` under it: the queued
+        press was refused, failed or expired, so the buttons must be usable again."""
+        channel, ts = self._channel(payload), payload.container.message_ts
+        if not channel or not ts or payload.message is None:
+            return False
+        note = {"type": "context", "elements": [{"type": "mrkdwn", "text": line[:2900]}]}
+        blocks = (*payload.message.blocks[: MAX_BLOCKS - 1], note)
+        text = payload.message.text[:3000] or line[:3000]
+        return self._notifier.update(channel, ts, SlackMessage(text=text, blocks=blocks, channel=channel))
+
+    def _refuse(self, payload: BlockActions, text: str, error: str, queued: bool) -> dict[str, Any]:
+        if queued:
+            self.restore(payload, text)
+        return self._ephemeral(payload, text, error=error)
+
     def _update_message(self, payload: BlockActions, result: ActionResult) -> bool:
         from controller.manual import describe_traffic, render_action
 
-        channel = payload.container.channel_id or (payload.channel.id if payload.channel else "")
+        channel = self._channel(payload)
         ts = payload.container.message_ts
         outcome = render_action(result)
         if not channel or not ts or payload.message is None:
