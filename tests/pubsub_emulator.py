@@ -1,0 +1,104 @@
+"""Google's Pub/Sub emulator for tests: started on a free port, stopped with its whole process group.
+
+``gcloud beta emulators pubsub start`` (Java 17) is preinstalled on our machines; if it is missing,
+tests that need it fail with that message (they are the proof that real Pub/Sub pushes reach the
+functions). Topics and push subscriptions are made with the real client library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+START_TIMEOUT = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Pub/Sub emulator exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"Pub/Sub emulator did not listen on {port} within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def pubsub_emulator(log_path: Path, project: str) -> Iterator[str]:
+    """Run the emulator; yields its ``host:port`` (for PUBSUB_EMULATOR_HOST)."""
+    gcloud = shutil.which("gcloud")
+    assert gcloud, "gcloud is not installed: the Pub/Sub emulator (google-cloud-cli-pubsub-emulator) is required"
+    port = _free_port()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}", f"--project={project}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # gcloud starts java as a child: stop the whole group
+        )
+        try:
+            _wait_port(port, proc, START_TIMEOUT)
+            yield f"127.0.0.1:{port}"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=15)
+
+
+def push_topic(host: str, project: str, topic: str, endpoint_port: int, *, ack_deadline: int = 60) -> str:
+    """Create ``topic`` and a push subscription delivering it to a function on ``endpoint_port``
+    (the path names the topic so functions-framework can set the CloudEvent's source); its full name."""
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    assert os.environ.get("PUBSUB_EMULATOR_HOST") == host, "set PUBSUB_EMULATOR_HOST (monkeypatch) first"
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        name = publisher.topic_path(project, topic)
+        publisher.create_topic(name=name)
+        subscriber.create_subscription(
+            name=subscriber.subscription_path(project, f"{topic}-push"),
+            topic=name,
+            ack_deadline_seconds=ack_deadline,
+            push_config={"push_endpoint": f"http://127.0.0.1:{endpoint_port}/projects/{project}/topics/{topic}"},
+        )
+        return str(name)
+    finally:
+        subscriber.close()
+        publisher.transport.close()
+
+
+def pull_subscription(host: str, project: str, topic: str, name: str) -> Any:
+    """A pull subscription on ``topic`` (to read back what was published); returns its path."""
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    assert os.environ.get("PUBSUB_EMULATOR_HOST") == host, "set PUBSUB_EMULATOR_HOST (monkeypatch) first"
+    subscriber = pubsub_v1.SubscriberClient()
+    try:
+        path = subscriber.subscription_path(project, name)
+        subscriber.create_subscription(name=path, topic=f"projects/{project}/topics/{topic}")
+        return path
+    finally:
+        subscriber.close()
