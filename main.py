@@ -16,23 +16,35 @@ import functions_framework
 @functions_framework.cloud_event
 def handle_alert(cloud_event: Any) -> None:
     """Cloud Monitoring incident via Pub/Sub (Eventarc). Returning acknowledges; raising redelivers."""
+    from controller import events
     from controller.engine import get_controller
 
-    get_controller().handle_cloud_event(cloud_event)
+    try:
+        get_controller().handle_cloud_event(cloud_event)
+    finally:
+        events.flush()  # bounded: decision events still in the publisher's batch
 
 
 @functions_framework.http
 def handle_http(request: Any) -> Any:
     """Manual invoke over HTTP (see controller/api.py for the routes)."""
+    from controller import events
     from controller.api import handle
 
-    return handle(request)
+    try:
+        return handle(request)
+    finally:
+        events.flush(0.3)  # shorter: Slack waits 3 s for an interactive answer
 
 
 @functions_framework.cloud_event
 def handle_command(cloud_event: Any) -> None:
     """A command from ROLLBACK_COMMANDS_TOPIC (Slack button, canary tick, queued Slack message).
     Returning acknowledges; raising redelivers (deploy with ``--retry``)."""
+    from controller import events
     from controller.command_worker import get_worker
 
-    get_worker().handle_cloud_event(cloud_event)
+    try:
+        get_worker().handle_cloud_event(cloud_event)
+    finally:
+        events.flush()

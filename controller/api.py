@@ -519,6 +519,9 @@ def build_api(env: Mapping[str, str]) -> Api:
 
     logs.configure()
     settings = Settings.from_env(env)
+    from controller import events
+
+    events.install(settings.events_topic)
     notifier = build_notifier(settings)
     # Answering Slack inline: a 1 s client timeout and no rate-limit sleeping (Slack waits 3 s).
     slack_notifier = build_notifier(settings, interactive=True)

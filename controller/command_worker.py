@@ -253,7 +253,11 @@ def get_worker(env: Mapping[str, str] | None = None) -> CommandWorker:
     with _worker_lock:
         if _worker is None:
             logs.configure()
-            _worker = build_worker(Settings.from_env(os.environ if env is None else env))
+            settings = Settings.from_env(os.environ if env is None else env)
+            from controller import events
+
+            events.install(settings.events_topic)
+            _worker = build_worker(settings)
         return _worker
 
 

@@ -641,6 +641,8 @@ class ManualControl:
             to_revision=result.to_revision,
             traffic_before=traffic_json(result.traffic_before),
             traffic_after=traffic_json(result.traffic),
+            command_id=command_id,
+            duplicate=result.duplicate,
         )
         return result
 
