@@ -69,7 +69,8 @@ def event_from_fields(
         "evidence": None,
         "actor": "rollback-controller",
         "incident_id": "",
-        "command_id": str(fields.get("command_id", "")),
+        # Manual lines carry the ledger's spelling (cmd:<id>); events use the command's own id.
+        "command_id": str(fields.get("command_id", "")).removeprefix("cmd:"),
     }
     fill = _FILL.get(source)
     if fill is None or not fill(event, fields):

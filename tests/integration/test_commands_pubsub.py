@@ -28,12 +28,12 @@ from typing import Any
 
 import pytest
 import requests
-from pubsub_emulator import pubsub_emulator, pull_subscription, push_topic
 from tokens import google_claims, make_key, serve_certs
 
 from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
+from controller.emulator.pubsub import pubsub_emulator, pull_subscription, push_topic
 from controller.emulator.slack import SlackEmulator
 from controller.ledger import Action, Ledger, write_ledger
 from controller.slack_actions import ACTION_UNDO, BLOCK_ID, rollback_buttons
@@ -42,6 +42,7 @@ from controller.state import ServiceRef, TrafficTarget
 pytestmark = pytest.mark.pubsub
 
 TOPIC = "rollback-commands"
+EVENTS_TOPIC = "rollback-events"
 SECRET = "test-signing-secret-0123456789abcdef"
 USER = "U0123MARIA"
 AUDIENCE = "https://europe-west1-demo-proj.cloudfunctions.net/rollback-http"
@@ -200,12 +201,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         worker_port, http_port = free_port(), free_port()
         topic = push_topic(host, PROJECT, TOPIC, worker_port)
         pull_subscription(host, PROJECT, TOPIC, "commands-audit")
+        events_topic = push_topic(host, PROJECT, EVENTS_TOPIC, None)
+        pull_subscription(host, PROJECT, EVENTS_TOPIC, "events-audit")
         env = function_env(
             run.url,
             slack.api_url,
             monitoring=monitoring.target,
             PUBSUB_EMULATOR_HOST=host,
             ROLLBACK_COMMANDS_TOPIC=topic,
+            ROLLBACK_EVENTS_TOPIC=events_topic,
             ROLLBACK_POLICIES=str(tmp / "policies.yaml"),
             ROLLBACK_REGIONS=REGION,
             ROLLBACK_AUTH_AUDIENCE=AUDIENCE,
@@ -246,6 +250,22 @@ def _press_undo(stack: Stack) -> tuple[requests.Response, float, dict[str, Any]]
     return response, time.monotonic() - started, posted
 
 
+def pull_events(stack: Stack) -> list[dict[str, Any]]:
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PUBSUB_EMULATOR_HOST", stack.pubsub)
+        subscriber = pubsub_v1.SubscriberClient()
+        try:
+            path = subscriber.subscription_path(PROJECT, "events-audit")
+            received = subscriber.pull(subscription=path, max_messages=100, timeout=10).received_messages
+            if received:
+                subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in received])
+            return [json.loads(m.message.data) for m in received]
+        finally:
+            subscriber.close()
+
+
 def _updates(stack: Stack) -> list[dict[str, Any]]:
     return [m for m in stack.slack.messages if m["method"] == "chat.update"]
 
@@ -280,6 +300,12 @@ def test_button_is_answered_within_a_second_while_cloud_run_is_slow_and_acts_onc
     )
     [done] = [line for line in stack.worker_lines() if line.get("kind") == "slack-action"]
     assert done["outcome"] == "done" and done["changed"] is True
+
+    # The decision also went out as an event on ROLLBACK_EVENTS_TOPIC (docs/events.md).
+    [event] = [e for e in pull_events(stack) if e["source"] == "manual"]
+    assert (event["what"], event["outcome"], event["actor"]) == ("manual-undo", "acted", f"slack:{USER} (maria)")
+    assert event["command_id"] == done["command_id"]
+    assert [t["type"] for t in event["traffic_after"]] == ["LATEST"]
 
 
 def test_a_redelivered_command_does_nothing(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

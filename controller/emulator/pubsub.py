@@ -1,8 +1,11 @@
-"""Google's Pub/Sub emulator for tests: started on a free port, stopped with its whole process group.
+"""Google's own Pub/Sub emulator for the local stack, the tests and the benchmarks: started on a free
+port, stopped with its whole process group. There is no Pub/Sub fake of ours: this is Google's.
 
-``gcloud beta emulators pubsub start`` (Java 17) is preinstalled on our machines; if it is missing,
-tests that need it fail with that message (they are the proof that real Pub/Sub pushes reach the
-functions). Topics and push subscriptions are made with the real client library.
+``gcloud beta emulators pubsub start`` (Java 17; Debian package google-cloud-cli-pubsub-emulator) is
+optional for people: :func:`available` says whether it is installed, and the local stack runs
+without it (commands and events then stay off). Tests that need it fail with a clear message if it
+is missing (they are the proof that real Pub/Sub pushes reach the functions). Topics and push
+subscriptions are made with the real client library, which reads ``PUBSUB_EMULATOR_HOST``.
 """
 
 from __future__ import annotations
@@ -41,12 +44,20 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None
     raise RuntimeError(f"Pub/Sub emulator did not listen on {port} within {timeout:.0f}s")
 
 
+def available() -> bool:
+    """Whether gcloud (and so, on our machines, its Pub/Sub emulator) is installed."""
+    return shutil.which("gcloud") is not None
+
+
 @contextlib.contextmanager
-def pubsub_emulator(log_path: Path, project: str) -> Iterator[str]:
-    """Run the emulator; yields its ``host:port`` (for PUBSUB_EMULATOR_HOST)."""
+def pubsub_emulator(log_path: Path, project: str, port: int = 0) -> Iterator[str]:
+    """Run the emulator (``port`` 0 = a free one); yields its ``host:port`` (for PUBSUB_EMULATOR_HOST)."""
     gcloud = shutil.which("gcloud")
-    assert gcloud, "gcloud is not installed: the Pub/Sub emulator (google-cloud-cli-pubsub-emulator) is required"
-    port = _free_port()
+    if not gcloud:
+        raise RuntimeError(
+            "gcloud is not installed: the Pub/Sub emulator (google-cloud-cli-pubsub-emulator) is required"
+        )
+    port = port or _free_port()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}", f"--project={project}"],
@@ -67,23 +78,26 @@ def pubsub_emulator(log_path: Path, project: str) -> Iterator[str]:
                     proc.wait(timeout=15)
 
 
-def push_topic(host: str, project: str, topic: str, endpoint_port: int, *, ack_deadline: int = 60) -> str:
-    """Create ``topic`` and a push subscription delivering it to a function on ``endpoint_port``
-    (the path names the topic so functions-framework can set the CloudEvent's source); its full name."""
+def push_topic(host: str, project: str, topic: str, endpoint_port: int | None, *, ack_deadline: int = 60) -> str:
+    """Create ``topic`` and (with ``endpoint_port``) a push subscription delivering it to a function on
+    that port (the path names the topic so functions-framework can set the CloudEvent's source);
+    returns the topic's full name. ``ack_deadline``: seconds a push may take before redelivery."""
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-    assert os.environ.get("PUBSUB_EMULATOR_HOST") == host, "set PUBSUB_EMULATOR_HOST (monkeypatch) first"
+    if os.environ.get("PUBSUB_EMULATOR_HOST") != host:
+        raise RuntimeError("set PUBSUB_EMULATOR_HOST to the emulator first (the client reads it)")
     publisher = pubsub_v1.PublisherClient()
     subscriber = pubsub_v1.SubscriberClient()
     try:
         name = publisher.topic_path(project, topic)
         publisher.create_topic(name=name)
-        subscriber.create_subscription(
-            name=subscriber.subscription_path(project, f"{topic}-push"),
-            topic=name,
-            ack_deadline_seconds=ack_deadline,
-            push_config={"push_endpoint": f"http://127.0.0.1:{endpoint_port}/projects/{project}/topics/{topic}"},
-        )
+        if endpoint_port is not None:
+            subscriber.create_subscription(
+                name=subscriber.subscription_path(project, f"{topic}-push"),
+                topic=name,
+                ack_deadline_seconds=ack_deadline,
+                push_config={"push_endpoint": f"http://127.0.0.1:{endpoint_port}/projects/{project}/topics/{topic}"},
+            )
         return str(name)
     finally:
         subscriber.close()
@@ -94,7 +108,8 @@ def pull_subscription(host: str, project: str, topic: str, name: str) -> Any:
     """A pull subscription on ``topic`` (to read back what was published); returns its path."""
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-    assert os.environ.get("PUBSUB_EMULATOR_HOST") == host, "set PUBSUB_EMULATOR_HOST (monkeypatch) first"
+    if os.environ.get("PUBSUB_EMULATOR_HOST") != host:
+        raise RuntimeError("set PUBSUB_EMULATOR_HOST to the emulator first (the client reads it)")
     subscriber = pubsub_v1.SubscriberClient()
     try:
         path = subscriber.subscription_path(project, name)
