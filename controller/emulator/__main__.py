@@ -8,6 +8,7 @@ traffic change and Slack message as it arrives, and serves until Ctrl-C or SIGTE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import signal
 import sys
@@ -47,6 +48,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="answer each traffic change as done only after this many polls (default 0)",
     )
+    parser.add_argument(
+        "--pubsub",
+        action="store_true",
+        help="also run Google's Pub/Sub emulator (if gcloud is installed) with the commands topic pushed to "
+        "handle_command on --worker-port and the events topic",
+    )
+    parser.add_argument("--pubsub-port", type=int, default=8185, help="Pub/Sub emulator port (0 = any free)")
+    parser.add_argument("--worker-port", type=int, default=8184, help="where handle_command will listen")
     return parser.parse_args(argv)
 
 
@@ -67,6 +76,30 @@ def _print_patch(rec: PatchRecord) -> None:
 def _print_message(msg: dict[str, Any]) -> None:
     where = msg["channel"] or msg["via"]
     print(f"[slack] {msg['method']} {where}: {msg['text']}", flush=True)
+
+
+def _start_pubsub(args: argparse.Namespace, extras: contextlib.ExitStack) -> dict[str, str]:
+    """With --pubsub and gcloud installed: Google's Pub/Sub emulator and the stack's topics (optional)."""
+    if not args.pubsub:
+        return {}
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from controller.emulator import pubsub
+
+    if not pubsub.available():
+        print("note: gcloud is not installed; running without Pub/Sub (commands and events stay off)", flush=True)
+        return {}
+    log = Path(tempfile.gettempdir()) / "rollback-pubsub-emulator.log"
+    host = extras.enter_context(pubsub.pubsub_emulator(log, "demo-proj", args.pubsub_port))
+    os.environ["PUBSUB_EMULATOR_HOST"] = host  # the client library reads it
+    env = pubsub.local_stack(host, "demo-proj", args.worker_port)
+    print(
+        f"Pub/Sub emulator (Google's): {host}  topics {env['ROLLBACK_COMMANDS_TOPIC']}, {env['ROLLBACK_EVENTS_TOPIC']}",
+        flush=True,
+    )
+    return env
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     monitoring = MonitoringEmulator(args.host, args.monitoring_port)
     run.after_patch = _print_patch
     slack.on_message = _print_message
-    with run, slack, monitoring:
+    with run, slack, monitoring, contextlib.ExitStack() as extras:
+        pubsub_env = _start_pubsub(args, extras)
         name = seed_sample(run)
         if args.simulate:
             from controller.demo import simulate_bad_release
@@ -110,7 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  export ROLLBACK_SLACK_API_URL={slack.api_url}\n"
             "  export SLACK_BOT_TOKEN=xoxb-local-emulator SLACK_CHANNEL=C0DEPLOYS\n"
             f"  # or: export SLACK_WEBHOOK_URL={slack.webhook_url}\n"
-            "\n"
+            + "".join(f"  export {k}={v}\n" for k, v in pubsub_env.items())
+            + (
+                f"  # worker: functions-framework --source main.py --target handle_command --port {args.worker_port}\n"
+                if pubsub_env
+                else ""
+            )
+            + "\n"
             "Serving until Ctrl-C.",
             flush=True,
         )

@@ -117,3 +117,17 @@ def pull_subscription(host: str, project: str, topic: str, name: str) -> Any:
         return path
     finally:
         subscriber.close()
+
+
+COMMANDS_TOPIC = "rollback-commands"
+EVENTS_TOPIC = "rollback-events"
+EVENTS_AUDIT = "rollback-events-audit"
+
+
+def local_stack(host: str, project: str, worker_port: int) -> dict[str, str]:
+    """Topics of the local stack: commands pushed to ``handle_command`` on ``worker_port``, events with
+    a pull subscription to read them back. Returns the environment that points the functions at them."""
+    commands = push_topic(host, project, COMMANDS_TOPIC, worker_port)
+    events = push_topic(host, project, EVENTS_TOPIC, None)
+    pull_subscription(host, project, EVENTS_TOPIC, EVENTS_AUDIT)
+    return {"PUBSUB_EMULATOR_HOST": host, "ROLLBACK_COMMANDS_TOPIC": commands, "ROLLBACK_EVENTS_TOPIC": events}
