@@ -417,8 +417,11 @@ class SlackActionHandler:
         updated = self._update_message(payload, result)
         threaded = None
         if queued and payload.container.message_ts:
+            # The outcome, with its numbers, as a reply; the buttons stay on the message itself.
+            reply = render_action(result)
+            blocks = tuple(b for b in reply.blocks if b.get("block_id") != BLOCK_ID)
             threaded = self._notifier.post_in_thread(
-                render_action(result).model_copy(update={"channel": self._channel(payload) or None}),
+                reply.model_copy(update={"channel": self._channel(payload) or None, "blocks": blocks}),
                 payload.container.message_ts,
             )
         return {

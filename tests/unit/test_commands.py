@@ -128,7 +128,9 @@ def test_a_slack_action_is_performed_once_and_its_id_is_recorded_with_the_effect
     assert len(run.updates) == 1
     assert len(notes.updates) == 1  # the message was updated once, not again on redelivery
     [reply] = notes.messages
-    assert reply.thread_ts == "1717243600.000100"
+    assert reply.thread_ts == "1717243600.000100" and reply.channel == "C0DEPLOYS"
+    assert "LATEST 100%" in json.dumps(reply.blocks)  # the numbers: traffic now
+    assert not any(b.get("block_id") == BLOCK_ID for b in reply.blocks)  # buttons only on the message
 
 
 def test_an_expired_press_is_dropped_with_a_notice_and_the_buttons_come_back(
