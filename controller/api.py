@@ -16,7 +16,8 @@ POST /hold         automation never changes the service     {project?, region, s
 DELETE /hold       lift the hold                            query and/or body: coordinates, reason?
 GET /status        traffic, revisions, ledger               ?project=&region=&service=
 POST /canary/tick  advance canaries one step (Cloud          body and/or query: {project?,
-                   Scheduler); one service or all            region?, service?}
+                   Scheduler); one service or all (202:      region?, service?}
+                   queued per service, with the topic)
 POST /canary/gate  tick, then CI's verdict: pass | fail |    query and/or body: {project?, region,
                    inconclusive, with the evidence           service, revision?}
 GET /canary/status the canary state in the ledger           ?project=&region=&service=

@@ -16,13 +16,23 @@ Two halves:
   step through :meth:`controller.canary_control.CanaryControl.approve` as ``slack:<user id>``;
   an approval only allows a promotion, it never delays a rollback.
 
-Slack wants an HTTP 200 within 3 seconds. A traffic change is one read and one UpdateService
-(milliseconds on the emulator, well under a second on Cloud Run), so the action runs inline; the
-work is bounded instead of deferred: the ``ManualControl`` used here has short API and operation
-timeouts and few conflict retries (see ``controller.api``), and an update whose operation has not
-finished in time is reported as accepted-but-unconfirmed rather than waited for. Anything that
-refuses or fails answers 200 with an ephemeral text (also posted to the payload's ``response_url``,
-since Slack shows nothing from an interaction's HTTP body), never a silent error.
+Slack wants an HTTP 200 within 3 seconds, and a Cloud Function may do no work after answering, so
+a press is *dispatched* (:meth:`SlackActionHandler.dispatch`) one of two ways:
+
+* **queued** (``ROLLBACK_COMMANDS_TOPIC`` set): a ``slack-action`` command is published
+  (:mod:`controller.commands`), the message's buttons are replaced by "Undoing … (requested by
+  @user)", and the answer goes out well within a second; ``handle_command`` later calls
+  :meth:`SlackActionHandler.execute` with ``queued=True``: temporary failures raise for
+  redelivery, a refusal puts the buttons back, the outcome is also posted in the thread, and the
+  command id is recorded in the ledger with the effect so a redelivery does nothing;
+* **inline** (no topic: the emulators, or a function with minimum instances): executed on a small
+  pool with one deadline for the whole request (:data:`INLINE_DEADLINE`); past it the answer says
+  "in progress" and the action finishes on its thread. The ``ManualControl`` used here has short
+  API and operation timeouts and few conflict retries (see ``controller.api``), and an update
+  whose operation has not finished in time is reported as accepted-but-unconfirmed.
+
+Anything that refuses or fails answers 200 with an ephemeral text (also posted to the payload's
+``response_url``, since Slack shows nothing from an interaction's HTTP body), never a silent error.
 """
 
 from __future__ import annotations
