@@ -344,6 +344,10 @@ class SlackActionHandler:
         from controller.pubsub import PublishFailed
 
         actor = actor_of(payload.user)
+        # The message says "in progress" *before* the command exists: the worker's outcome update
+        # can then never be overwritten by this one.
+        pending = _PENDING[pressed.action].format(service=pressed.ref.service) + f" (requested by <@{payload.user.id}>)"
+        updated = self._replace_buttons(payload, f":hourglass_flowing_sand: {pending}")
         try:
             command_id = commands.slack_action(
                 pressed.ref,
@@ -354,13 +358,15 @@ class SlackActionHandler:
             )
         except PublishFailed as exc:
             log.error("slack action not queued", extra={"fields": {"error": str(exc), "slack_user": payload.user.id}})
+            # A publish that timed out may still land: say so rather than promise nothing happened
+            # (the guards make a second press harmless: a second undo is refused, holds are idempotent).
             text = (
-                f":warning: could not queue the {pressed.action} of {pressed.ref.service} ({exc}); "
-                "nothing was done, press again"
+                f":warning: the {pressed.action} of {pressed.ref.service} could not be queued ({exc}); "
+                "it may still run: check the service before pressing again"
             )
+            if updated:
+                self.restore(payload, text)
             return self._ephemeral(payload, text, error="unavailable"), 200
-        pending = _PENDING[pressed.action].format(service=pressed.ref.service) + f" (requested by <@{payload.user.id}>)"
-        updated = self._replace_buttons(payload, f":hourglass_flowing_sand: {pending}")
         log.info(
             "slack action queued",
             extra={

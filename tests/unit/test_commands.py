@@ -198,8 +198,11 @@ def test_queued_press_that_cannot_be_published_says_so_and_does_nothing() -> Non
     body, status = handler.dispatch(
         BlockActions.model_validate(payload()), Pressed("undo", REF), started=time.monotonic()
     )
-    assert status == 200 and body["error"] == "unavailable" and "nothing was done" in body["text"]
-    assert run.updates == [] and notes.updates == []
+    assert status == 200 and body["error"] == "unavailable" and "could not be queued" in body["text"]
+    assert run.updates == []
+    pending, restored = (message for _, _, message in notes.updates)
+    assert not any(b.get("block_id") == BLOCK_ID for b in pending.blocks)
+    assert any(b.get("block_id") == BLOCK_ID for b in restored.blocks)  # the buttons are back
 
 
 class SlowCloudRun(InMemoryCloudRun):
