@@ -532,7 +532,7 @@ def build_api(env: Mapping[str, str]) -> Api:
         from controller.pubsub import shared_publisher
 
         publisher = shared_publisher()
-        publisher.client()  # built now, not on the first button press (Slack's 3 s)
+        publisher.warm()  # built and connected now, not on the first button press (Slack's 3 s)
         commands = CommandQueue(settings.commands_topic, publisher, utc_now)
     run = CloudRunClient(
         settings.run_endpoint, api_timeout=settings.api_timeout, operation_timeout=settings.operation_timeout

@@ -64,6 +64,21 @@ class PubSubPublisher:
                 self._client = pubsub_v1.PublisherClient()
             return self._client
 
+    def warm(self, timeout: float = 5.0) -> None:
+        """Build the client and connect its gRPC channel in the background, so that the first
+        publish (a Slack press, with 3 s to answer) does not pay for the connection."""
+        client = self.client()
+
+        def connect() -> None:
+            import grpc
+
+            try:
+                grpc.channel_ready_future(client.transport.grpc_channel).result(timeout=timeout)
+            except Exception as exc:  # the first publish will connect (and report) instead
+                log.info("pubsub: channel not ready yet", extra={"fields": {"error": type(exc).__name__}})
+
+        threading.Thread(target=connect, name="pubsub-warm", daemon=True).start()
+
     def publish_all(self, topic: str, messages: Sequence[bytes], *, timeout: float) -> list[str]:
         import concurrent.futures
 
