@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-PURE = ["alert", "canary", "decide", "incident", "ledger", "policy", "state", "stats", "verify", "errors"]
+PURE = ["alert", "canary", "commands", "decide", "incident", "ledger", "policy", "state", "stats", "verify", "errors"]
 # Client libraries and HTTP stacks. (``socket`` itself is not listed: the stdlib ``email`` package
 # that pydantic uses loads it without any network use.)
 FORBIDDEN_MODULES = (
