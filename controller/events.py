@@ -209,9 +209,9 @@ def install(topic: str | None, publisher: Publisher | None = None) -> EventHandl
         if publisher is None:
             from controller.pubsub import shared_publisher
 
-            shared = shared_publisher()
-            shared.client()  # built now, not inside the first decision
-            publisher = shared
+            # The client is built by the first event, i.e. after the first decision was carried out:
+            # the cold start of the first alert does not pay for it.
+            publisher = shared_publisher()
         logger = logging.getLogger("controller")
         if _installed is not None:
             logger.removeHandler(_installed)
