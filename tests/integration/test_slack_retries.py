@@ -105,3 +105,19 @@ def test_a_queued_message_slack_still_refuses_is_redelivered(slack: SlackEmulato
     with pytest.raises(TemporaryError):
         CommandWorker(slack=None, canary=None, notifier=notifier).handle_cloud_event(message_event(data))
     assert len(publisher.published) == 1  # the worker never hands the message over again
+
+
+def test_the_interactive_notifier_never_sleeps_on_a_rate_limit(slack: SlackEmulator) -> None:
+    """Answering a Slack button inline (Slack waits 3 s): no Retry-After sleeping, a short timeout."""
+    from pydantic import SecretStr
+
+    from controller.settings import Settings
+    from controller.slack import build_notifier
+
+    settings = Settings(slack_bot_token=SecretStr("xoxb-test"), slack_channel="#deploys", slack_api_url=slack.api_url)
+    notifier = build_notifier(settings, interactive=True)
+    slack.rate_limit_for(30)
+    started = time.monotonic()
+    assert notifier.post(MESSAGE) is False
+    assert time.monotonic() - started < 1.0
+    assert [r["status"] for r in slack.requests] == [429]
