@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -40,6 +40,10 @@ from controller.messages import SlackMessage
 from controller.settings import Settings
 from controller.slack import Notifier
 
+if TYPE_CHECKING:  # imported lazily at run time: a queued Slack message needs neither
+    from controller.canary_control import CanaryControl
+    from controller.slack_actions import SlackActionHandler
+
 log = logging.getLogger("controller.commands")
 
 Clock = Callable[[], datetime]
@@ -52,8 +56,8 @@ def utc_now() -> datetime:
 class CommandWorker:
     def __init__(
         self,
-        slack: Any,  # controller.slack_actions.SlackActionHandler (lazy: keeps this module light)
-        canary: Any,  # controller.canary_control.CanaryControl
+        slack: SlackActionHandler | None,
+        canary: CanaryControl | None,
         notifier: Notifier,
         clock: Clock = utc_now,
     ) -> None:
@@ -138,6 +142,8 @@ class CommandWorker:
         if isinstance(command, SlackActionCommand):
             return self._slack_action(command)
         if isinstance(command, CanaryTickCommand):
+            if self.canary is None:
+                raise PermanentError("canary control is not configured in this worker")
             report = self.canary.tick(command.service)
             return {"outcome": "ticked", "step": report.step.value, "changed": report.changed}
         return self._slack_message(command)
@@ -157,6 +163,8 @@ class CommandWorker:
 
         payload = self._payload(command)
         pressed = Pressed(command.action, command.service, command.candidate)
+        if self.slack is None:
+            raise PermanentError("Slack actions are not configured in this worker")
         answer, _ = self.slack.execute(payload, pressed, command_id=command.ledger_id, queued=True)
         if answer.get("duplicate"):
             return {"outcome": "duplicate", "changed": False}
@@ -200,7 +208,8 @@ class CommandWorker:
             f"{command.requested_at.isoformat()} was not performed: it waited too long in the queue. "
             "Check the service and press again if still needed."
         )
-        self.slack.restore(payload, line)
+        if self.slack is not None:
+            self.slack.restore(payload, line)
 
     def _log(self, level: int, message: str, started: float, event_id: str, **fields: Any) -> dict[str, Any]:
         payload = {
