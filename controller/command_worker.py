@@ -118,6 +118,16 @@ class CommandWorker:
                 **fields,
             )
             raise
+        except MalformedInput as exc:  # e.g. a slack-action whose Slack payload does not validate
+            return self._log(
+                logging.ERROR,
+                f"rejected command {command.id} (acknowledged, not retried): {exc}",
+                started,
+                event_id,
+                outcome="malformed",
+                error=str(exc),
+                **fields,
+            )
         except PermanentError as exc:
             return self._log(
                 logging.ERROR,

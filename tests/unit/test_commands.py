@@ -116,6 +116,15 @@ def test_malformed_commands_are_acknowledged_and_logged(
     assert line["error"].startswith(error)
 
 
+def test_a_slack_action_whose_slack_payload_is_broken_is_malformed(capsys: pytest.CaptureFixture[str]) -> None:
+    broken = command().model_copy(update={"slack": {"type": "block_actions", "actions": []}})
+    run = rolled_back()
+    outcome = worker(run, RecordingNotifier()).handle_cloud_event(message_event(encode(broken)))
+    assert outcome["outcome"] == "malformed" and run.updates == []
+    [line] = log_lines(capsys)
+    assert line["error"].startswith("command.slack.")
+
+
 def test_a_slack_action_is_performed_once_and_its_id_is_recorded_with_the_effect() -> None:
     run, notes = rolled_back(), RecordingNotifier()
     data = encode(command())
