@@ -1,4 +1,5 @@
-"""Cloud Functions entry points: ``handle_alert`` (CloudEvent) and ``handle_http`` (HTTP).
+"""Cloud Functions entry points: ``handle_alert`` (CloudEvent), ``handle_http`` (HTTP) and
+``handle_command`` (CloudEvent: the commands ``handle_http`` publishes to ROLLBACK_COMMANDS_TOPIC).
 
 Deliberately tiny: the controller and its client libraries are imported on first use, not
 at import time, so a cold start pays only for what the first request needs (a health check
@@ -27,14 +28,35 @@ functions_framework.errorhandler(DataUnmarshallerError)(_rejected_body)
 @functions_framework.cloud_event
 def handle_alert(cloud_event: Any) -> None:
     """Cloud Monitoring incident via Pub/Sub (Eventarc). Returning acknowledges; raising redelivers."""
+    from controller import events
     from controller.engine import get_controller
 
-    get_controller().handle_cloud_event(cloud_event)
+    try:
+        get_controller().handle_cloud_event(cloud_event)
+    finally:
+        events.flush()  # bounded: decision events still in the publisher's batch
 
 
 @functions_framework.http
 def handle_http(request: Any) -> Any:
     """Manual invoke over HTTP (see controller/api.py for the routes)."""
+    from controller import events
     from controller.api import handle
 
-    return handle(request)
+    try:
+        return handle(request)
+    finally:
+        events.flush(0.3)  # shorter: Slack waits 3 s for an interactive answer
+
+
+@functions_framework.cloud_event
+def handle_command(cloud_event: Any) -> None:
+    """A command from ROLLBACK_COMMANDS_TOPIC (Slack button, canary tick, queued Slack message).
+    Returning acknowledges; raising redelivers (deploy with ``--retry``)."""
+    from controller import events
+    from controller.command_worker import get_worker
+
+    try:
+        get_worker().handle_cloud_event(cloud_event)
+    finally:
+        events.flush()

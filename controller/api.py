@@ -16,7 +16,8 @@ POST /hold         automation never changes the service     {project?, region, s
 DELETE /hold       lift the hold                            query and/or body: coordinates, reason?
 GET /status        traffic, revisions, ledger               ?project=&region=&service=
 POST /canary/tick  advance canaries one step (Cloud          body and/or query: {project?,
-                   Scheduler); one service or all            region?, service?}
+                   Scheduler); one service or all (202:      region?, service?}
+                   queued per service, with the topic)
 POST /canary/gate  tick, then CI's verdict: pass | fail |    query and/or body: {project?, region,
                    inconclusive, with the evidence           service, revision?}
 GET /canary/status the canary state in the ledger           ?project=&region=&service=
@@ -54,8 +55,10 @@ from controller import __version__
 if TYPE_CHECKING:
     from controller.auth import IdTokenVerifier
     from controller.canary_control import CanaryControl
+    from controller.command_queue import CommandQueue
     from controller.manual import ManualControl
     from controller.slack_actions import SlackActionHandler
+    from controller.state import ServiceRef
 
 log = logging.getLogger("controller.api")
 
@@ -232,6 +235,13 @@ def _validate(model: type[M], data: dict[str, Any]) -> M:
 # --------------------------------------------------------------------------- the API
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A route's answer meaning "queued, not done yet": HTTP 202 with ``body``."""
+
+    body: dict[str, Any]
+
+
 class Api:
     """Routing, authentication and error mapping around ManualControl; one per process."""
 
@@ -244,9 +254,11 @@ class Api:
         default_project: str | None,
         config_error: str = "",
         canary: CanaryControl | None = None,
+        commands: CommandQueue | None = None,
     ) -> None:
         self.control = control
         self.canary = canary
+        self.commands = commands  # ROLLBACK_COMMANDS_TOPIC: fleet ticks are queued, one command per service
         self.id_tokens = id_tokens
         self.slack = slack
         self.default_project = default_project
@@ -262,7 +274,10 @@ class Api:
                 body, status = self.slack.handle(req.body(), req.headers)
                 return body, status, {}
             actor = self._authenticate(req)
-            return getattr(self, f"_{name}")(req, actor), 200, {}
+            answer = getattr(self, f"_{name}")(req, actor)
+            if isinstance(answer, Accepted):
+                return answer.body, 202, {}
+            return answer, 200, {}
         except AuthError as exc:
             failure = exc.failure
             headers = {"WWW-Authenticate": f'Bearer error="{failure.error}"'} if failure.status == 401 else {}
@@ -386,7 +401,7 @@ class Api:
             raise _invalid([{"field": k, "message": "query and body disagree"} for k in sorted(clashes)])
         return {**query, **body}
 
-    def _canary_tick(self, req: Incoming, actor: str) -> dict[str, Any]:
+    def _canary_tick(self, req: Incoming, actor: str) -> dict[str, Any] | Accepted:
         from controller.canary_control import report_json
 
         control = self._canary_control()
@@ -404,8 +419,39 @@ class Api:
             if not data.region and not control.settings.regions:
                 message = "required: the request names no region and ROLLBACK_REGIONS is unset"
                 raise _invalid([{"field": "region", "message": message}])
+            if self.commands is not None:
+                return self._enqueue_ticks(control, self.commands, project, data.region, actor)
             reports = self._run(lambda: control.tick_all(project, data.region))
         return {"services": [report_json(r) for r in reports], "count": len(reports)}
+
+    def _enqueue_ticks(
+        self, control: CanaryControl, commands: CommandQueue, project: str, region: str | None, actor: str
+    ) -> Accepted:
+        """One ``canary-tick`` command per service a canary policy covers; ``handle_command`` ticks each."""
+        from controller.pubsub import PublishFailed
+
+        regions = (region,) if region else control.settings.regions
+        refs: list[ServiceRef] = []
+        for where in regions:
+
+            def listing(where: str = where) -> list[ServiceRef]:
+                return control.run.list_services(project, where)
+
+            listed: list[ServiceRef] = self._run(listing)
+            refs.extend(ref for ref in listed if control.policy_for(ref) is not None)
+        try:
+            ids = commands.canary_ticks(refs, actor=actor)
+        except PublishFailed as exc:
+            error = HttpError(503, "unavailable", f"could not queue the ticks, retry later: {exc}")
+            error.headers["Retry-After"] = "5"
+            raise error from None
+        log.info(
+            "canary ticks queued",
+            extra={"fields": {"event": "canary-tick-fleet", "count": len(ids), "project": project, "actor": actor}},
+        )
+        return Accepted(
+            {"queued": len(ids), "count": len(ids), "topic": commands.topic, "services": [r.model_dump() for r in refs]}
+        )
 
     def _canary_gate(self, req: Incoming, actor: str) -> dict[str, Any]:
         from controller.canary_control import gate_json
@@ -476,7 +522,20 @@ def build_api(env: Mapping[str, str]) -> Api:
 
     logs.configure()
     settings = Settings.from_env(env)
+    from controller import events
+
+    events.install(settings.events_topic)
     notifier = build_notifier(settings)
+    # Answering Slack inline: a 1 s client timeout and no rate-limit sleeping (Slack waits 3 s).
+    slack_notifier = build_notifier(settings, interactive=True)
+    commands = None
+    if settings.commands_topic:
+        from controller.command_queue import CommandQueue
+        from controller.pubsub import shared_publisher
+
+        publisher = shared_publisher()
+        publisher.warm()  # built and connected now, not on the first button press (Slack's 3 s)
+        commands = CommandQueue(settings.commands_topic, publisher, utc_now)
     run = CloudRunClient(
         settings.run_endpoint, api_timeout=settings.api_timeout, operation_timeout=settings.operation_timeout
     )
@@ -486,7 +545,7 @@ def build_api(env: Mapping[str, str]) -> Api:
         settings.run_endpoint, api_timeout=SLACK_API_TIMEOUT, operation_timeout=SLACK_OPERATION_TIMEOUT
     )
     slack_settings = settings.model_copy(update={"conflict_retries": SLACK_CONFLICT_RETRIES})
-    slack_control = ManualControl(slack_run, notifier, utc_now, slack_settings)
+    slack_control = ManualControl(slack_run, slack_notifier, utc_now, slack_settings)
     config_error = ""
     try:
         auth = AuthConfig.from_env(env)
@@ -506,7 +565,7 @@ def build_api(env: Mapping[str, str]) -> Api:
                 "monitoring_deadline": SLACK_MONITORING_DEADLINE,
             }
         ),
-        notifier,
+        slack_notifier,
         utc_now,
     )
     from controller.slack_guard import SlackGuard
@@ -514,9 +573,10 @@ def build_api(env: Mapping[str, str]) -> Api:
     slack = SlackActionHandler(
         SlackVerifier(auth),
         slack_control,
-        notifier,
+        slack_notifier,
         slack_api_url=settings.slack_api_url,
         canary=slack_canary,
+        commands=commands,
         guard=SlackGuard(team_id=settings.slack_team_id),
     )
     return Api(
@@ -526,6 +586,7 @@ def build_api(env: Mapping[str, str]) -> Api:
         default_project=settings.default_project,
         config_error=config_error,
         canary=canary,
+        commands=commands,
     )
 
 

@@ -585,7 +585,11 @@ def get_controller(env: Mapping[str, str] | None = None) -> Controller:
     with _controller_lock:
         if _controller is None:
             logs.configure()
-            _controller = Controller.from_settings(Settings.from_env(os.environ if env is None else env))
+            settings = Settings.from_env(os.environ if env is None else env)
+            from controller import events
+
+            events.install(settings.events_topic)  # ROLLBACK_EVENTS_TOPIC: decisions also as Pub/Sub events
+            _controller = Controller.from_settings(settings)
         return _controller
 
 

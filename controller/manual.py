@@ -137,6 +137,7 @@ class Plan(Frozen):
     traffic_after: tuple[TrafficTarget, ...] = ()
     ledger_after: Ledger | None = None
     message: str = ""
+    duplicate: bool = False  # the command asking for it was already executed (ledger says so)
 
     @property
     def change(self) -> Change | None:
@@ -163,6 +164,7 @@ class ActionResult(Frozen):
     confirmed: bool = True  # False: Cloud Run accepted the write but its operation did not finish in time
     attempts: int = 0
     notified: bool = False
+    duplicate: bool = False  # a redelivered command: it was already executed, nothing was done
 
 
 class RevisionStatus(Frozen):
@@ -590,24 +592,41 @@ class ManualControl:
         return self._act("rollback", ref, plan, actor=actor, reason=reason, dry_run=dry_run, notify=notify)
 
     def undo(
-        self, ref: ServiceRef, *, actor: str, reason: str = "", dry_run: bool = False, notify: bool = True
+        self,
+        ref: ServiceRef,
+        *,
+        actor: str,
+        reason: str = "",
+        dry_run: bool = False,
+        notify: bool = True,
+        command_id: str = "",
     ) -> ActionResult:
         def plan(state: ServiceState, ledger: Ledger) -> Plan:
             return plan_undo(state, ledger, actor=actor, reason=reason, now=self.clock())
 
-        return self._act("undo", ref, plan, actor=actor, reason=reason, dry_run=dry_run, notify=notify)
+        return self._act(
+            "undo", ref, plan, actor=actor, reason=reason, dry_run=dry_run, notify=notify, command_id=command_id
+        )
 
-    def hold(self, ref: ServiceRef, *, actor: str, reason: str = "", notify: bool = True) -> ActionResult:
+    def hold(
+        self, ref: ServiceRef, *, actor: str, reason: str = "", notify: bool = True, command_id: str = ""
+    ) -> ActionResult:
         def plan(state: ServiceState, ledger: Ledger) -> Plan:
             return plan_hold(state, ledger, actor=actor, reason=reason, now=self.clock())
 
-        return self._act("hold", ref, plan, actor=actor, reason=reason, dry_run=False, notify=notify)
+        return self._act(
+            "hold", ref, plan, actor=actor, reason=reason, dry_run=False, notify=notify, command_id=command_id
+        )
 
-    def release(self, ref: ServiceRef, *, actor: str, reason: str = "", notify: bool = True) -> ActionResult:
+    def release(
+        self, ref: ServiceRef, *, actor: str, reason: str = "", notify: bool = True, command_id: str = ""
+    ) -> ActionResult:
         def plan(state: ServiceState, ledger: Ledger) -> Plan:
             return plan_release(state, ledger)
 
-        return self._act("release", ref, plan, actor=actor, reason=reason, dry_run=False, notify=notify)
+        return self._act(
+            "release", ref, plan, actor=actor, reason=reason, dry_run=False, notify=notify, command_id=command_id
+        )
 
     def status(self, ref: ServiceRef) -> StatusReport:
         state = self.run.read(ref)
@@ -624,13 +643,24 @@ class ManualControl:
         reason: str,
         dry_run: bool,
         notify: bool,
+        command_id: str = "",
     ) -> ActionResult:
         started = time.perf_counter()
         dry_run = dry_run or (self.settings.dry_run and action in ("rollback", "undo"))
 
         def commit_plan(state: ServiceState, ledger: Ledger) -> tuple[Plan, Change | None]:
+            # A queued command (controller.commands) records its id in the same write as its
+            # effect, so its redelivery finds it here and does nothing.
+            done_before = ledger.handled(command_id) if command_id else None
+            if done_before is not None:
+                message = f"command {command_id} was already executed at {done_before.at.isoformat()}"
+                return Plan(action=action, traffic_after=state.traffic, message=message, duplicate=True), None
             planned = plan(state, ledger)
-            return planned, None if dry_run else planned.change
+            change = None if dry_run else planned.change
+            if change is not None and command_id:
+                recorded = change.ledger.record_incident(command_id, to=planned.to_revision, now=self.clock())
+                change = Change(change.traffic, recorded)
+            return planned, change
 
         try:
             done = commit(self.run, ref, commit_plan, retries=self.settings.conflict_retries)
@@ -682,6 +712,7 @@ class ManualControl:
             hold=hold,
             confirmed=applied.confirmed if applied else True,
             attempts=done.attempts,
+            duplicate=planned.duplicate,
         )
         # A dry run tells only the caller: nothing changed, so the channel has nothing to hear.
         if notify and result.changed:
@@ -703,6 +734,8 @@ class ManualControl:
             to_revision=result.to_revision,
             traffic_before=traffic_json(result.traffic_before),
             traffic_after=traffic_json(result.traffic),
+            command_id=command_id,
+            duplicate=result.duplicate,
         )
         return result
 

@@ -52,6 +52,11 @@ class Settings(BaseModel):
     # Every delivery acts, acknowledges or raises within this (ROLLBACK_DELIVERY_DEADLINE, seconds):
     # below Cloud Functions' timeout (60 s by default), so the platform never cuts a delivery short.
     delivery_deadline: float = Field(default=50.0, gt=0)
+    # Pub/Sub topics (projects/P/topics/T): commands for handle_command, and decision events.
+    commands_topic: str | None = Field(default=None, pattern=r"^projects/[^/\s]+/topics/[^/\s]+$")
+    events_topic: str | None = Field(default=None, pattern=r"^projects/[^/\s]+/topics/[^/\s]+$")
+    # Seconds a Slack message may spend on retries (5xx, Retry-After) before it is handed over.
+    slack_retry_budget: float = Field(default=20.0, ge=0)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -72,5 +77,8 @@ class Settings(BaseModel):
             dry_run=_flag("ROLLBACK_DRY_RUN", get("ROLLBACK_DRY_RUN")),
             default_project=get("GOOGLE_CLOUD_PROJECT"),
             delivery_deadline=float(get("ROLLBACK_DELIVERY_DEADLINE") or 50.0),
+            commands_topic=get("ROLLBACK_COMMANDS_TOPIC"),
+            events_topic=get("ROLLBACK_EVENTS_TOPIC"),
+            slack_retry_budget=float(get("ROLLBACK_SLACK_RETRY_BUDGET") or 20.0),
             regions=tuple(r.strip() for r in (get("ROLLBACK_REGIONS") or "").split(",") if r.strip()),
         )

@@ -70,6 +70,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_HTTP_PORT,
         help=f"the port the printed commands serve handle_http on (default {DEFAULT_HTTP_PORT})",
     )
+    parser.add_argument(
+        "--pubsub",
+        action="store_true",
+        help="also run Google's Pub/Sub emulator (if gcloud is installed) with the commands topic pushed to "
+        "handle_command on --worker-port and the events topic",
+    )
+    parser.add_argument("--pubsub-port", type=int, default=8185, help="Pub/Sub emulator port (0 = any free)")
+    parser.add_argument("--worker-port", type=int, default=8184, help="where handle_command will listen")
     return parser.parse_args(argv)
 
 
@@ -115,6 +123,30 @@ def _print_message(msg: dict[str, Any]) -> None:
     print(f"[slack] {msg['method']} {where}: {msg['text']}", flush=True)
 
 
+def _start_pubsub(args: argparse.Namespace, extras: contextlib.ExitStack) -> dict[str, str]:
+    """With --pubsub and gcloud installed: Google's Pub/Sub emulator and the stack's topics (optional)."""
+    if not args.pubsub:
+        return {}
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from controller.emulator import pubsub
+
+    if not pubsub.available():
+        print("note: gcloud is not installed; running without Pub/Sub (commands and events stay off)", flush=True)
+        return {}
+    log = Path(tempfile.gettempdir()) / "rollback-pubsub-emulator.log"
+    host = extras.enter_context(pubsub.pubsub_emulator(log, "demo-proj", args.pubsub_port))
+    os.environ["PUBSUB_EMULATOR_HOST"] = host  # the client library reads it
+    env = pubsub.local_stack(host, "demo-proj", args.worker_port)
+    print(
+        f"Pub/Sub emulator (Google's): {host}  topics {env['ROLLBACK_COMMANDS_TOPIC']}, {env['ROLLBACK_EVENTS_TOPIC']}",
+        flush=True,
+    )
+    return env
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     busy = _busy_ports(args)
@@ -145,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     monitoring = MonitoringEmulator(args.host, args.monitoring_port)
     run.after_patch = _print_patch
     slack.on_message = _print_message
-    with run, slack, monitoring:
+    with run, slack, monitoring, contextlib.ExitStack() as extras:
+        pubsub_env = _start_pubsub(args, extras)
         name = seed_sample(run)
         if args.simulate:
             from controller.demo import simulate_bad_release
@@ -164,7 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  export ROLLBACK_SLACK_API_URL={slack.api_url}\n"
             "  export SLACK_BOT_TOKEN=xoxb-local-emulator SLACK_CHANNEL=C0DEPLOYS\n"
             f"  export GOOGLE_CLOUD_PROJECT={SAMPLE_PROJECT}\n"
-            f"  # or: export SLACK_WEBHOOK_URL={slack.webhook_url}\n",
+            f"  # or: export SLACK_WEBHOOK_URL={slack.webhook_url}\n"
+            + "".join(f"  export {k}={v}\n" for k, v in pubsub_env.items())
+            + (
+                f"  # worker: functions-framework --source main.py --target handle_command --port {args.worker_port}\n"
+                if pubsub_env
+                else ""
+            ),
             flush=True,
         )
         issuer = TokenIssuer(f"http://127.0.0.1:{args.http_port}", args.principal, args.host, args.auth_port)

@@ -19,7 +19,11 @@ Errors behave like Slack: a bad or missing token (anything not starting with ``x
 HTTP 200 ``{"ok": false, "error": "invalid_auth"}``; no channel → ``channel_not_found``. Tests
 inject failures with :meth:`SlackEmulator.rate_limit_next` (HTTP 429 + ``Retry-After``),
 :meth:`SlackEmulator.fail_next` (HTTP 5xx) and :meth:`SlackEmulator.api_error_next`
-(HTTP 200 ``ok:false``).
+(HTTP 200 ``ok:false``). Faults modelled on Slack's documented behaviour:
+:meth:`SlackEmulator.rate_limit_for` refuses *every* call for a time window with 429 and the
+``Retry-After`` still left (Slack's rate limits are windows: a retry before ``Retry-After`` is
+refused again; https://docs.slack.dev/apis/web-api/rate-limits), and :meth:`SlackEmulator.set_down`
+drops connections without an answer (Slack unreachable).
 
 The token is a secret: it is never stored or printed — records keep only whether one was sent and
 its ``xox?-`` prefix.
@@ -28,6 +32,7 @@ its ``xox?-`` prefix.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -85,6 +90,8 @@ class SlackEmulator(BackgroundHTTPServer):
         self._requests: deque[dict[str, Any]] = deque(maxlen=_MAX_RECORDS)
         self._injections: deque[_Injection] = deque()
         self._last_ts_us = 0
+        self._limited_until = 0.0  # monotonic time before which every call is rate limited
+        self.down = False  # set_down(True): connections are closed without an answer
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -110,6 +117,20 @@ class SlackEmulator(BackgroundHTTPServer):
     def api_error_next(self, n: int, error: str) -> None:
         """Answer the next ``n`` API calls with HTTP 200 ``{"ok": false, "error": error}``."""
         self._inject(n, 200, error, {})
+
+    def rate_limit_for(self, seconds: float) -> None:
+        """Every call in the next ``seconds`` gets HTTP 429 with the whole seconds left as ``Retry-After``."""
+        with self._cond:
+            self._limited_until = time.monotonic() + seconds
+
+    def set_down(self, down: bool = True) -> None:
+        """Slack unreachable: accept connections and close them without answering."""
+        self.down = down
+
+    def _rate_limited(self) -> int | None:
+        with self._cond:
+            left = self._limited_until - time.monotonic()
+        return None if left <= 0 else math.ceil(left)
 
     def _inject(self, n: int, status: int, error: str, headers: dict[str, str]) -> None:
         if n < 0:
@@ -198,7 +219,11 @@ class SlackEmulator(BackgroundHTTPServer):
         is_api = route.startswith("/api/")
         if not is_api and not route.startswith(("/services/", "/actions/")):
             return 404, b"not_found", "text/plain; charset=utf-8", {}
-        inj = self._take_injection()
+        limited = self._rate_limited()
+        if limited is not None:
+            inj: _Injection | None = _Injection(1, 429, "ratelimited", {"Retry-After": str(limited)})
+        else:
+            inj = self._take_injection()
         if inj is not None:
             if is_api:
                 body = {"ok": False, "error": inj.error}
@@ -293,6 +318,10 @@ class SlackEmulator(BackgroundHTTPServer):
 
         class Handler(JsonHandler):
             def do_POST(self) -> None:
+                if emulator.down:
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 body = self.read_body()
                 if body is None:
                     return

@@ -15,7 +15,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-PURE = ["alert", "canary", "decide", "incident", "ledger", "policy", "state", "stats", "verify", "errors", "wording"]
+PURE = [
+    "alert",
+    "canary",
+    "commands",
+    "decide",
+    "incident",
+    "ledger",
+    "policy",
+    "state",
+    "stats",
+    "verify",
+    "errors",
+    "wording",
+]
 PURE += ["names", "mrkdwn", "announce"]  # issue 12: name formats, Slack escaping, late announcements
 # Client libraries and HTTP stacks. (``socket`` itself is not listed: the stdlib ``email`` package
 # that pydantic uses loads it without any network use.)
