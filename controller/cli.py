@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TextIO
 from controller.alertpolicies import add_command as _add_alert_policies  # alert-policies
 from controller.cli_canary import register as _add_canary  # canary status | tick | gate | approve
 from controller.cli_manual import register as _add_manual  # rollback, undo, hold, release, status
+from controller.lab import add_command as _add_lab  # lab (docs/lab.md)
 from controller.policy import Policy, PolicySet, format_duration
 from controller.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
 
@@ -172,6 +173,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     _add_alert_policies,
     _add_manual,
     _add_canary,
+    _add_lab,
 ]
 """Registrars, in the order ``--help`` lists them. Append new commands here."""
 
