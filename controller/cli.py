@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from controller.alertpolicies import add_command as _add_alert_policies  # alert-policies
+from controller.backtest import add_command as _add_backtest  # backtest (docs/backtest.md)
 from controller.cli_canary import register as _add_canary  # canary status | tick | gate | approve
 from controller.cli_manual import register as _add_manual  # rollback, undo, hold, release, status
 from controller.lab import add_command as _add_lab  # lab (docs/lab.md)
@@ -174,6 +175,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     _add_manual,
     _add_canary,
     _add_lab,
+    _add_backtest,
 ]
 """Registrars, in the order ``--help`` lists them. Append new commands here."""
 
