@@ -488,7 +488,9 @@ def plot(result: Backtest, path: str | Path) -> None:
     ax.set_title(
         f"backtest {result.policy} on {result.service.service}: red = would roll back, orange = refuse", fontsize=9
     )
-    ax.legend(fontsize=7, loc="upper left")
+    top = max((v[0] for hours in result.hourly.values() for v in hours.values()), default=1.0)
+    ax.set_ylim(0, top * 1.6)  # room for the legend above the curves
+    ax.legend(fontsize=7, loc="upper left", ncol=3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -589,6 +591,10 @@ def run_command(
     try:
         revisions = read_revisions(settings.run_endpoint, ref)
     except Exception as exc:
+        from google.api_core import exceptions as gexc
+
+        if isinstance(exc, gexc.NotFound):
+            return _fail(err, f"{ref} not found in Cloud Run: check SERVICE, --region and --project", EXIT_USAGE)
         return _fail(
             err,
             f"cannot list revisions of {ref}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",

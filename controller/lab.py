@@ -681,13 +681,18 @@ def plot(result: LabResult, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     revisions = sorted({m.revision for m in result.minutes})
+    ends = sorted({m.end for m in result.minutes})
+    xs = [(e - result.deploy_at).total_seconds() / 60 for e in ends]
+    by = {(m.end, m.revision): m for m in result.minutes}
+    nan = float("nan")
     fig, axes = plt.subplots(3, 1, figsize=(8, 6), sharex=True, dpi=80)
     for rev in revisions:
-        rows = [m for m in result.minutes if m.revision == rev]
-        xs = [(m.end - result.deploy_at).total_seconds() / 60 for m in rows]
-        axes[0].plot(xs, [m.errors / m.requests if m.requests else float("nan") for m in rows], label=rev)
-        axes[1].plot(xs, [m.p95() or float("nan") for m in rows], label=rev)
-        axes[2].step(xs, [m.share for m in rows], where="pre", label=rev)
+        rows = [by.get((e, rev)) for e in ends]
+        # A minute without the revision is a gap in its curves and 0 % of traffic, not a line across.
+        axes[0].plot(xs, [m.errors / m.requests if m and m.requests else nan for m in rows], label=rev)
+        axes[1].plot(xs, [(m.p95() or nan) if m else nan for m in rows], label=rev)
+        axes[2].step(xs, [m.share if m else 0 for m in rows], where="pre", label=rev)
+    axes[2].set_ylim(-5, 105)
     axes[0].axhline(result.error_threshold, color="grey", linestyle=":")
     axes[1].axhline(result.latency_threshold_ms, color="grey", linestyle=":")
     axes[0].set_ylabel("5xx ratio")
