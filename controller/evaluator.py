@@ -23,7 +23,8 @@ are listed in docs/lab.md ("The evaluator"):
 * **comparison / thresholdValue**: ``COMPARISON_GT``, ``_GE``, ``_LT``, ``_LE``, ``_EQ``, ``_NE``.
 * **duration (retest window)**: a group's condition is met once every evaluation for ``duration``
   has been met; a single evaluation that is not met resets the timer. ``0s`` opens at the first
-  met evaluation.
+  met evaluation. An incident opens only on an evaluation with a met value (silence under NO_OP
+  neither resets the window nor lets it elapse).
 * **trigger**: ``count`` N (default 1) groups, or ``percent`` of the groups with data, must be met
   at the same evaluation; then each met group without an open incident opens one (one incident per
   time series).
@@ -419,10 +420,14 @@ class PolicyEvaluator:
             elif values.get(group) is None and now - silent_since >= self.policy.auto_close:
                 events.append(self._close(now, cond, st, "auto-close"))
 
+        # A group opens only on an evaluation with a met value: under NO_OP, silence neither
+        # resets the retest window nor lets it elapse.
         ready = [
             g
             for g in sorted(known)
-            if (s := self._state[(cond.name, g)]).since is not None and now - s.since >= cond.duration
+            if met_now[g] is True
+            and (since := self._state[(cond.name, g)].since) is not None
+            and now - since >= cond.duration
         ]
         with_data = [g for g in known if values.get(g) is not None]
         if cond.trigger_percent is not None:

@@ -107,6 +107,7 @@ CASES = [
         [0.1, 0.1, 0.1, N],
         [(2, "open"), (3, "closed")],
     ),
+    ("NO_OP: the retest window does not elapse without data", {}, [0.1, N, N, N, N], []),
     ("ACTIVE: missing data counts as met", {"missing": "EVALUATION_MISSING_DATA_ACTIVE"}, [0.1, N, N], [(2, "open")]),
     ("autoClose: silent for 30 min closes", {}, [0.1, 0.1, 0.1, *([N] * 31)], [(2, "open"), (32, "closed")]),
     ("never crosses: never opens", {"duration": "0s"}, [0.0, 0.04, 0.049, N, 0.01], []),
@@ -257,3 +258,16 @@ def test_the_evaluator_is_pure() -> None:
     ] == []
     source = (ROOT / "controller" / "evaluator.py").read_text()
     assert "datetime.now" not in source and "time.time" not in source
+
+
+def test_the_feed_keeps_only_the_look_back() -> None:
+    feed = MinuteFeed(keep=timedelta(minutes=3))
+    ev = PolicyEvaluator(policy(ratio_condition=True, period="180s"), project="p")
+    for i in range(60):
+        feed.add("c0", "num", REV, T0 + i * MIN, 1.0)
+        feed.add("c0", "den", REV, T0 + i * MIN, 100.0)
+        evaluate_feed(ev, feed, T0 + i * MIN)
+        held = sum(
+            len(feed.window("c0", side, T0 + i * MIN, timedelta(days=1)).get(REV, [])) for side in ("num", "den")
+        )
+        assert held <= 2 * 3
