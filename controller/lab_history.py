@@ -139,6 +139,7 @@ def main() -> int:
         print(f"python -m controller backtest {where} --since 7d")
         for d in seeded.deploys:
             print(f"# {d.at:%a %H:%M} {d.revision}: {d.note} (a backtest should say: {d.expect})")
+        sys.stdout.flush()
         print("# serving until Ctrl-C", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
