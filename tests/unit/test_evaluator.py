@@ -271,3 +271,26 @@ def test_the_feed_keeps_only_the_look_back() -> None:
             len(feed.window("c0", side, T0 + i * MIN, timedelta(days=1)).get(REV, [])) for side in ("num", "den")
         )
         assert held <= 2 * 3
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    minutes=st.lists(
+        st.one_of(st.none(), st.tuples(st.integers(0, 5000), st.floats(0.0, 0.05))),
+        max_size=40,
+    ),
+    period=st.sampled_from(["60s", "120s", "300s"]),
+    duration=st.sampled_from(["0s", "120s"]),
+)
+def test_ratio_path_never_opens_when_no_minute_crosses(
+    minutes: list[tuple[int, float] | None], period: str, duration: str
+) -> None:
+    # Every minute's 5xx share is at most the threshold, so every look-back's (a mediant of them) is too.
+    ev = PolicyEvaluator(policy(ratio_condition=True, period=period, duration=duration), project="p")
+    feed = MinuteFeed(keep=timedelta(minutes=5))
+    for i, minute in enumerate(minutes):
+        if minute is not None:
+            requests, share = minute
+            feed.add("c0", "den", REV, T0 + i * MIN, float(requests))
+            feed.add("c0", "num", REV, T0 + i * MIN, float(int(requests * share)))
+        assert evaluate_feed(ev, feed, T0 + i * MIN) == []
