@@ -67,8 +67,12 @@ def _backtest(week: Week, *, page_size: int = 0) -> Backtest:
         reader.transport.close()
 
 
-def test_finds_the_bad_deploy_refuses_the_outage_and_ignores_healthy_ones(week: Week) -> None:
-    result = _backtest(week)
+@pytest.fixture(scope="module")
+def result(week: Week) -> Backtest:
+    return _backtest(week)
+
+
+def test_finds_the_bad_deploy_refuses_the_outage_and_ignores_healthy_ones(week: Week, result: Backtest) -> None:
     by = {d.expect: d for d in week.seeded.deploys}
     bad, outage = by["rollback"], by["refuse"]
     healthy = {d.revision for d in week.seeded.deploys if d.expect == "none"}
@@ -95,12 +99,12 @@ def test_finds_the_bad_deploy_refuses_the_outage_and_ignores_healthy_ones(week: 
     }
 
 
-def test_paging_gives_the_same_answer(week: Week) -> None:
+def test_paging_gives_the_same_answer(week: Week, result: Backtest) -> None:
     before = len(week.monitoring.calls)
     paged = _backtest(week, page_size=1)
     tokens = [c for c in week.monitoring.calls[before:] if c.page_token]
     assert tokens, "the reader never asked for a second page"
-    assert [i.to_json() for i in paged.incidents] == [i.to_json() for i in _backtest(week).incidents]
+    assert [i.to_json() for i in paged.incidents] == [i.to_json() for i in result.incidents]
 
 
 def _check(schema: dict[str, Any], value: Any, where: str = "$") -> None:
