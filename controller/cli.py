@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from controller.alertpolicies import add_command as _add_alert_policies  # alert-policies
+from controller.backtest import add_command as _add_backtest  # backtest (docs/backtest.md)
 from controller.cli_canary import register as _add_canary  # canary status | tick | gate | approve
 from controller.cli_common import PROG  # "rollback-controller" or "python -m controller", as invoked
 from controller.cli_manual import register as _add_manual  # rollback, undo, hold, release, status
+from controller.lab import add_command as _add_lab  # lab (docs/lab.md)
 from controller.policy import Policy, PolicySet, format_duration, policy_warnings
 from controller.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
 
@@ -180,6 +182,8 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     _add_alert_policies,
     _add_manual,
     _add_canary,
+    _add_lab,
+    _add_backtest,
 ]
 """Registrars, in the order ``--help`` lists them. Append new commands here."""
 
