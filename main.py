@@ -16,7 +16,7 @@ from cloudevents.exceptions import DataUnmarshallerError
 
 def _rejected_body(exc: BaseException) -> Any:
     """A body functions-framework itself cannot parse (5,000 levels deep): 400, not 500."""
-    from controller.edge import rejected_body
+    from controller.surfaces.edge import rejected_body
 
     return rejected_body(exc)
 
@@ -28,8 +28,8 @@ functions_framework.errorhandler(DataUnmarshallerError)(_rejected_body)
 @functions_framework.cloud_event
 def handle_alert(cloud_event: Any) -> None:
     """Cloud Monitoring incident via Pub/Sub (Eventarc). Returning acknowledges; raising redelivers."""
-    from controller import events
-    from controller.engine import get_controller
+    from controller.adapters import events
+    from controller.app.engine import get_controller
 
     try:
         get_controller().handle_cloud_event(cloud_event)
@@ -39,9 +39,9 @@ def handle_alert(cloud_event: Any) -> None:
 
 @functions_framework.http
 def handle_http(request: Any) -> Any:
-    """Manual invoke over HTTP (see controller/api.py for the routes)."""
-    from controller import events
-    from controller.api import handle
+    """Manual invoke over HTTP (see controller/surfaces/api.py for the routes)."""
+    from controller.adapters import events
+    from controller.surfaces.api import handle
 
     try:
         return handle(request)
@@ -53,8 +53,8 @@ def handle_http(request: Any) -> Any:
 def handle_command(cloud_event: Any) -> None:
     """A command from ROLLBACK_COMMANDS_TOPIC (Slack button, canary tick, queued Slack message).
     Returning acknowledges; raising redelivers (deploy with ``--retry``)."""
-    from controller import events
-    from controller.command_worker import get_worker
+    from controller.adapters import events
+    from controller.surfaces.command_worker import get_worker
 
     try:
         get_worker().handle_cloud_event(cloud_event)

@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 LOG = Path(tempfile.gettempdir()) / "rollback-bench-function.log"  # the function's own JSON log lines
 sys.path.insert(0, str(ROOT))
 
-from controller.demo import (  # noqa: E402
+from controller.emulator.cloudrun import CloudRunEmulator, seed_sample  # noqa: E402
+from controller.emulator.monitoring import MonitoringEmulator  # noqa: E402
+from controller.emulator.slack import SlackEmulator  # noqa: E402
+from controller.surfaces.demo import (  # noqa: E402
     PROJECT,
     REGION,
     SAMPLE,
@@ -34,9 +37,6 @@ from controller.demo import (  # noqa: E402
     start_function,
     stop_process,
 )
-from controller.emulator.cloudrun import CloudRunEmulator, seed_sample  # noqa: E402
-from controller.emulator.monitoring import MonitoringEmulator  # noqa: E402
-from controller.emulator.slack import SlackEmulator  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 RUNS = 7
 LAZY = "import main"
 EAGER = (
-    "import main, controller.engine, google.cloud.run_v2, google.cloud.monitoring_v3, slack_sdk, "
+    "import main, controller.app.engine, google.cloud.run_v2, google.cloud.monitoring_v3, slack_sdk, "
     "google.auth.credentials"
 )
 
@@ -39,7 +39,10 @@ def time_import(statement: str) -> float:
 
 def cold_path() -> float:
     """Seconds from starting the function's process to the first alert's traffic shift done."""
-    from controller.demo import (
+    from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
+    from controller.emulator.monitoring import MonitoringEmulator
+    from controller.emulator.slack import SlackEmulator
+    from controller.surfaces.demo import (
         PROJECT,
         REGION,
         SAMPLE,
@@ -50,9 +53,6 @@ def cold_path() -> float:
         start_function,
         stop_process,
     )
-    from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
-    from controller.emulator.monitoring import MonitoringEmulator
-    from controller.emulator.slack import SlackEmulator
 
     with CloudRunEmulator() as run, SlackEmulator() as slack, MonitoringEmulator() as monitoring:
         seed_sample(run)

@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT / "tests"))  # tokens: Google-style ID tokens signed
 import requests  # noqa: E402
 from tokens import google_claims, make_key, serve_certs  # noqa: E402
 
-from controller.demo import PROJECT, REGION, free_port, function_env, start_function, stop_process  # noqa: E402
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec  # noqa: E402
 from controller.emulator.monitoring import MonitoringEmulator  # noqa: E402
 from controller.emulator.pubsub import pubsub_emulator, push_topic  # noqa: E402
 from controller.emulator.slack import SlackEmulator  # noqa: E402
+from controller.surfaces.demo import PROJECT, REGION, free_port, function_env, start_function, stop_process  # noqa: E402
 
 AUDIENCE = "https://bench.example/rollback-http"
 CALLER = "scheduler@demo-proj.iam.gserviceaccount.com"

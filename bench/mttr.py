@@ -24,7 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controller.lab import STRATEGIES, LabResult, LabStack, load_scenario, quiet_logs, run_scenario, scenario_paths  # noqa: E402
+from controller.surfaces.lab import (  # noqa: E402
+    STRATEGIES,
+    LabResult,
+    LabStack,
+    load_scenario,
+    quiet_logs,
+    run_scenario,
+    scenario_paths,
+)
 
 
 def _mmss(seconds: float) -> str:

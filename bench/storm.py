@@ -35,10 +35,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controller.demo import PROJECT, REGION, SAMPLE, free_port, function_env, start_function, stop_process  # noqa: E402
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec  # noqa: E402
 from controller.emulator.monitoring import MonitoringEmulator  # noqa: E402
 from controller.emulator.slack import SlackEmulator  # noqa: E402
+from controller.surfaces.demo import PROJECT, REGION, SAMPLE, free_port, function_env, start_function, stop_process  # noqa: E402
 
 T0 = datetime.now(UTC)
 MAX_SENDS = 5

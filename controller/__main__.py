@@ -1,5 +1,5 @@
-"""``python -m controller``: see ``controller.cli`` for the commands."""
+"""``python -m controller``: see ``controller.surfaces.cli`` for the commands."""
 
-from controller.cli import main
+from controller.surfaces.cli import main
 
 raise SystemExit(main())

@@ -13,6 +13,8 @@ REQUIREMENTS=requirements-dev.txt
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "== import contracts (the folders are the layers)"
+.venv/bin/lint-imports --no-cache
 echo "== mypy (strict)"
 .venv/bin/mypy controller main.py tests bench
 echo "== pytest"

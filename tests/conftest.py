@@ -18,7 +18,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         }:
             monkeypatch.delenv(name, raising=False)
     yield
-    from controller import engine, monitoring
+    from controller.adapters import monitoring
+    from controller.app import engine
 
     engine.reset_controller()
     monitoring.reset_credentials()  # resolved once per process: each test starts a fresh search

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from cloudevents.http import CloudEvent
 
-from controller.pubsub import PublishFailed
+from controller.adapters.pubsub import PublishFailed
 
 _ids = itertools.count(1)
 

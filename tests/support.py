@@ -6,11 +6,11 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from controller.alert import Alert, TriggerKind
-from controller.cloudrun import Applied
-from controller.errors import ConflictError, ServiceNotFound
-from controller.messages import SlackMessage
-from controller.state import Revision, ServiceRef, ServiceState, TrafficTarget
+from controller.adapters.cloudrun import Applied
+from controller.core.alert import Alert, TriggerKind
+from controller.core.errors import ConflictError, ServiceNotFound
+from controller.core.messages import SlackMessage
+from controller.core.state import Revision, ServiceRef, ServiceState, TrafficTarget
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 REF = ServiceRef(project="demo-proj", region="us-central1", service="checkout")

@@ -181,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pubsub_env = _start_pubsub(args, extras)
         name = seed_sample(run)
         if args.simulate:
-            from controller.demo import simulate_bad_release
+            from controller.emulator.traffic import simulate_bad_release
 
             simulate_bad_release(run, monitoring)
         print(

@@ -50,7 +50,7 @@ from google.cloud.monitoring_v3.services.metric_service.transports import (
 )
 from google.protobuf import empty_pb2
 
-from controller.stats import (
+from controller.core.stats import (
     BucketOptions,
     ExplicitBuckets,
     ExponentialBuckets,

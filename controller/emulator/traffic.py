@@ -41,11 +41,12 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from controller.emulator.cloudrun import CloudRunEmulator
+from controller.core.stats import Histogram, bucket_index, num_buckets
+from controller.emulator.cloudrun import SAMPLE_PROJECT, SAMPLE_REGION, SAMPLE_SERVICE, CloudRunEmulator
 from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, MonitoringEmulator
-from controller.stats import Histogram, bucket_index, num_buckets
 
 __all__ = [
     "MAX_LATENCY_SAMPLES",
@@ -336,3 +337,23 @@ class TrafficSimulator:
             labels = {"probe_type": "LIVENESS", "is_healthy": is_healthy, "container_name": "app"}
             self.monitoring.write_point(PROBE_ATTEMPTS, labels, "cloud_run_revision", resource, start, end, count)
         return failures
+
+
+def simulate_bad_release(run_emu: Any, monitoring_emu: Any, minutes: int = 10) -> None:
+    """The demo's story: ten minutes of traffic on the sample service up to now.
+
+    The newest revision serves 18% 5xx at ~450 ms, the others are fine."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    simulator = TrafficSimulator(
+        run_emu,
+        monitoring_emu,
+        project=SAMPLE_PROJECT,
+        region=SAMPLE_REGION,
+        service=SAMPLE_SERVICE,
+        seed=7,
+        start=now - timedelta(minutes=minutes),
+    )
+    simulator.set_profile("checkout-00042-xyz", RevisionProfile(error_rate=0.18, latency_ms=450.0))
+    for good in ("checkout-00040-aaa", "checkout-00041-abc"):
+        simulator.set_profile(good, RevisionProfile(error_rate=0.004, latency_ms=120.0))
+    simulator.run_until(now)

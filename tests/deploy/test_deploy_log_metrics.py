@@ -24,21 +24,21 @@ from deliveries import rfc3339
 from logquery import Unsupported, extract, extractor_field, matches, to_entry
 
 import main
-from controller import logs
-from controller.canary import Step
-from controller.canary_control import CanaryControl
-from controller.cloudrun import CloudRunClient
-from controller.demo import PROJECT, REGION, SERVICE
+from controller.adapters import logs
+from controller.adapters.cloudrun import CloudRunClient
+from controller.adapters.monitoring import MonitoringClient
+from controller.adapters.policy_files import load_policies
+from controller.adapters.slack import WebApiNotifier
+from controller.app.canary_control import CanaryControl
+from controller.app.engine import reset_controller
+from controller.app.settings import Settings
+from controller.core.canary import Step
+from controller.core.state import ServiceRef
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 from controller.emulator.traffic import RevisionProfile, TrafficSimulator
-from controller.engine import reset_controller
-from controller.monitoring import MonitoringClient
-from controller.policy_files import load_policies
-from controller.settings import Settings
-from controller.slack import WebApiNotifier
-from controller.state import ServiceRef
+from controller.surfaces.demo import PROJECT, REGION, SERVICE
 
 ROOT = Path(__file__).resolve().parents[2]
 TELEMETRY = ROOT / "deploy" / "telemetry"

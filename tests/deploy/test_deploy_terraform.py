@@ -23,9 +23,9 @@ import tfmodel
 import yaml
 from tfmodel import MODULE, ROOT, Module, env_keys, first
 
-from controller import alertpolicies
-from controller.alertpolicies_terraform import FILENAME, RESOURCE_TYPE, dumps, to_terraform
-from controller.policy_files import load_policy_paths
+from controller.adapters.policy_files import load_policy_paths
+from controller.app import alertpolicies
+from controller.app.alertpolicies_terraform import FILENAME, RESOURCE_TYPE, dumps, to_terraform
 
 FUNCTION = "google_cloudfunctions2_function"
 PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"

@@ -31,14 +31,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support import RecordingNotifier
 
-from controller import logs
-from controller.cloudrun import CloudRunClient
+from controller.adapters import logs
+from controller.adapters.cloudrun import CloudRunClient
+from controller.adapters.policy_files import load_policies
+from controller.app.engine import Controller
+from controller.app.settings import Settings
+from controller.core.errors import MalformedInput
+from controller.core.incident import parse_cloud_event
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
-from controller.engine import Controller
-from controller.errors import MalformedInput
-from controller.incident import parse_cloud_event
-from controller.policy_files import load_policies
-from controller.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INCIDENT: dict[str, Any] = json.loads((ROOT / "tests" / "data" / "incident-5xx-open.json").read_text())

@@ -28,9 +28,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from tokens import google_claims, make_key, serve_certs
 
-from controller import api
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
+from controller.surfaces import api
 
 AUDIENCE = "https://europe-west1-demo-proj.cloudfunctions.net/rollback-http"
 ALICE = "alice@example.com"

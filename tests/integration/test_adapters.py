@@ -9,15 +9,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from support import REF, alert
 
-from controller.cloudrun import CloudRunClient, OperationFailed
-from controller.decide import Decision, Reason
+from controller.adapters.cloudrun import CloudRunClient, OperationFailed
+from controller.adapters.slack import WebApiNotifier, WebhookNotifier
+from controller.core.decide import Decision, Reason
+from controller.core.errors import ConflictError, ServiceNotFound
+from controller.core.messages import render
+from controller.core.policy import Policy
+from controller.core.state import ServiceRef, TrafficTarget
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.slack import SlackEmulator
-from controller.errors import ConflictError, ServiceNotFound
-from controller.messages import render
-from controller.policy import Policy
-from controller.slack import WebApiNotifier, WebhookNotifier
-from controller.state import ServiceRef, TrafficTarget
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 NAMES = ["checkout-00040-aaa", "checkout-00041-abc", "checkout-00042-xyz"]

@@ -22,12 +22,12 @@ import pytest
 import requests
 from deliveries import cloud_event
 
-from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
+from controller.core.ledger import Ledger, write_ledger
+from controller.core.slack_blocks import ACTION_HOLD, ACTION_UNDO
 from controller.emulator.cloudrun import CloudRunEmulator, PatchRecord, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
-from controller.ledger import Ledger, write_ledger
-from controller.slack_actions import ACTION_HOLD, ACTION_UNDO
+from controller.surfaces.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 INCIDENT = json.loads((DATA / "incident-5xx-open.json").read_text())
@@ -111,7 +111,7 @@ def stack(server: Stack) -> Stack:
 
 
 def traffic_patches(stack: Stack) -> list[PatchRecord]:
-    """PATCHes but the one recording that Slack was told (applied, traffic unchanged: controller/announce.py)."""
+    """PATCHes but the one recording that Slack was told (applied, traffic unchanged: controller/core/announce.py)."""
     return [p for p in stack.run.patches if p.outcome != "applied" or p.traffic_changed]
 
 

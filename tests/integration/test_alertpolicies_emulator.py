@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from google.cloud import monitoring_v3
 
-from controller.alertpolicies import GeneratedAlertPolicy, generate
+from controller.app.alertpolicies import GeneratedAlertPolicy, generate
+from controller.core.policy import Policy, PolicySet
+from controller.core.stats import Histogram
 from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, MonitoringEmulator, insecure_client
-from controller.policy import Policy, PolicySet
-from controller.stats import Histogram
 
 PROJECT = "demo-proj"
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

@@ -25,19 +25,19 @@ from cloudevents.http import CloudEvent
 from deliveries import cloud_event
 from support import RecordingNotifier
 
-from controller import logs
-from controller.cloudrun import Applied, CloudRunClient
-from controller.decide import Reason
-from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
+from controller.adapters import logs
+from controller.adapters.cloudrun import Applied, CloudRunClient
+from controller.adapters.policy_files import load_policies
+from controller.app.engine import Controller
+from controller.app.settings import Settings
+from controller.core.decide import Reason
+from controller.core.errors import TemporaryError
+from controller.core.ledger import K_UNANNOUNCED
+from controller.core.state import ServiceRef, ServiceState, TrafficTarget
 from controller.emulator.cloudrun import CloudRunEmulator, PatchRecord, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
-from controller.engine import Controller
-from controller.errors import TemporaryError
-from controller.ledger import K_UNANNOUNCED
-from controller.policy_files import load_policies
-from controller.settings import Settings
-from controller.state import ServiceRef, ServiceState, TrafficTarget
+from controller.surfaces.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INCIDENT = json.loads((ROOT / "tests" / "data" / "incident-5xx-open.json").read_text())

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from controller import cli
-from controller.backtest import JSON_SHAPE, Backtest, monitoring_client, read_revisions, run_backtest, run_command
+from controller.adapters.monitoring import MonitoringClient
+from controller.adapters.policy_files import DEFAULT_POLICY_PATH, load_policies
+from controller.app.backtest import JSON_SHAPE, Backtest, monitoring_client, read_revisions, run_backtest, run_command
+from controller.core.state import ServiceRef
 from controller.emulator.cloudrun import CloudRunEmulator
+from controller.emulator.history import Seeded, seed_week
 from controller.emulator.monitoring import MonitoringEmulator
-from controller.lab_history import Seeded, seed_week
-from controller.monitoring import MonitoringClient
-from controller.policy_files import DEFAULT_POLICY_PATH, load_policies
-from controller.state import ServiceRef
+from controller.surfaces import cli
 
 UNTIL = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -24,14 +24,14 @@ import pytest
 import requests
 from tokens import google_claims, make_key, serve_certs
 
-from controller.canary import CanaryState
-from controller.demo import PROJECT, REGION, free_port, function_env, start_function, stop_process
+from controller.core.canary import CanaryState
+from controller.core.ledger import Ledger, read_ledger, write_ledger
+from controller.core.slack_blocks import ACTION_PROMOTE, PROMOTE_BLOCK_ID
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 from controller.emulator.traffic import RevisionProfile, TrafficSimulator
-from controller.ledger import Ledger, read_ledger, write_ledger
-from controller.slack_actions import ACTION_PROMOTE, PROMOTE_BLOCK_ID
+from controller.surfaces.demo import PROJECT, REGION, free_port, function_env, start_function, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime.datetime(2024, 6, 1, 12, 0, tzinfo=datetime.UTC)

@@ -21,22 +21,22 @@ from pathlib import Path
 
 import pytest
 
-from controller.alert import Alert
-from controller.canary import CanaryState, GateVerdict, Step
-from controller.canary_control import CanaryControl, CanaryReport
-from controller.cloudrun import CloudRunClient
+from controller.adapters.cloudrun import CloudRunClient
+from controller.adapters.monitoring import MonitoringClient
+from controller.adapters.policy_files import load_policies
+from controller.adapters.slack import WebApiNotifier
+from controller.app.canary_control import CanaryControl, CanaryReport
+from controller.app.engine import Controller
+from controller.app.settings import Settings
+from controller.core.alert import Alert
+from controller.core.canary import CanaryState, GateVerdict, Step
+from controller.core.ledger import Ledger, read_ledger, write_ledger
+from controller.core.policy import PolicySet
+from controller.core.state import ServiceRef
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 from controller.emulator.traffic import RevisionProfile, TrafficSimulator
-from controller.engine import Controller
-from controller.ledger import Ledger, read_ledger, write_ledger
-from controller.monitoring import MonitoringClient
-from controller.policy import PolicySet
-from controller.policy_files import load_policies
-from controller.settings import Settings
-from controller.slack import WebApiNotifier
-from controller.state import ServiceRef
 
 PROJECT, REGION = "demo-proj", "us-central1"
 STABLE, CANDIDATE = "checkout-00041-abc", "checkout-00042-xyz"

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from controller.canary import CanaryState
-from controller.demo import PROJECT, REGION, function_env
+from controller.core.canary import CanaryState
+from controller.core.ledger import Ledger, read_ledger, write_ledger
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 from controller.emulator.traffic import RevisionProfile, TrafficSimulator
-from controller.ledger import Ledger, read_ledger, write_ledger
+from controller.surfaces.demo import PROJECT, REGION, function_env
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime.datetime(2024, 6, 1, 12, 0, tzinfo=datetime.UTC)

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from controller.demo import PROJECT, function_env
+from controller.core.ledger import read_ledger
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
-from controller.ledger import read_ledger
+from controller.surfaces.demo import PROJECT, function_env
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION, SERVICE = "us-central1", "checkout"

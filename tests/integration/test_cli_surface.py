@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import build_parser
+from controller.surfaces.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,18 +13,18 @@ from typing import Any
 import pytest
 from support import REF, T0, RecordingNotifier, alert
 
-from controller import logs
-from controller.cloudrun import CloudRunClient, OperationFailed, _translate
-from controller.commit import Change, commit
-from controller.deadline import Deadline, scope
+from controller.adapters import logs
+from controller.adapters.cloudrun import CloudRunClient, OperationFailed, _translate
+from controller.adapters.deadline import Deadline, scope
+from controller.adapters.monitoring import Evidence, MonitoringUnavailable, Window
+from controller.adapters.policy_files import load_policies
+from controller.app.commit import Change, commit
+from controller.app.engine import Controller
+from controller.app.settings import Settings
+from controller.core.errors import AccessDenied, ConflictError, PermanentError, TemporaryError
+from controller.core.ledger import Ledger, read_ledger
+from controller.core.state import ServiceRef, ServiceState, TrafficTarget
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
-from controller.engine import Controller
-from controller.errors import AccessDenied, ConflictError, PermanentError, TemporaryError
-from controller.ledger import Ledger, read_ledger
-from controller.monitoring import Evidence, MonitoringUnavailable, Window
-from controller.policy_files import load_policies
-from controller.settings import Settings
-from controller.state import ServiceRef, ServiceState, TrafficTarget
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 P, R, S = REF.project, REF.region, REF.service
@@ -89,7 +89,7 @@ def test_rollback_on_a_named_revision_service_creates_no_revision(emu: CloudRunE
     assert outcome.decision is not None and outcome.decision.reason.value == "rolled-back"
     assert emu.revision_names(P, R, S) == before
     assert emu.traffic(P, R, S) == [{"type": "REVISION", "revision": PREVIOUS, "percent": 100, "tag": ""}]
-    # The rollback, then the ledger-only write that records Slack was told (controller/announce.py).
+    # The rollback, then the ledger-only write that records Slack was told (controller/core/announce.py).
     assert emu.patches and all(patch.update_mask == ("traffic", "annotations") for patch in emu.patches)
     annotations = emu.service(P, R, S)["annotations"]
     assert annotations["team"] == "payments" and annotations["owner"] == "pay-oncall"  # the whole map went back
@@ -410,7 +410,7 @@ def test_the_monitoring_budget_is_cut_to_what_the_delivery_has_left() -> None:
     remaining time, not the full Monitoring budget."""
     import socket
 
-    from controller.monitoring import MonitoringClient, trailing_window
+    from controller.adapters.monitoring import MonitoringClient, trailing_window
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -429,7 +429,7 @@ def test_monitoring_permission_denied_names_the_permission(capsys: pytest.Captur
 
     import grpc
 
-    from controller.monitoring import MonitoringClient, trailing_window
+    from controller.adapters.monitoring import MonitoringClient, trailing_window
 
     def deny(request: bytes, context: grpc.ServicerContext) -> bytes:
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "Permission monitoring.timeSeries.list denied")
@@ -473,8 +473,8 @@ canary: {steps: [10, 50, 100], step_for: 5m, metric_lag: 3m, min_requests: 100}
 
 
 def test_canary_tick_on_a_named_revision_service_creates_no_revision(emu: CloudRunEmulator, tmp_path: Path) -> None:
-    from controller.canary import Step
-    from controller.canary_control import CanaryControl
+    from controller.app.canary_control import CanaryControl
+    from controller.core.canary import Step
 
     emu.reset()
     emu.add_service(

@@ -30,14 +30,14 @@ import pytest
 import requests
 from tokens import google_claims, make_key, serve_certs
 
-from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
+from controller.core.ledger import Action, Ledger, write_ledger
+from controller.core.slack_blocks import ACTION_UNDO, BLOCK_ID, action_blocks
+from controller.core.state import ServiceRef, TrafficTarget
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.pubsub import pubsub_emulator, pull_subscription, push_topic
 from controller.emulator.slack import SlackEmulator
-from controller.ledger import Action, Ledger, write_ledger
-from controller.slack_actions import ACTION_UNDO, BLOCK_ID, rollback_buttons
-from controller.state import ServiceRef, TrafficTarget
+from controller.surfaces.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 
 pytestmark = pytest.mark.pubsub
 
@@ -238,7 +238,7 @@ def _press_undo(stack: Stack) -> tuple[requests.Response, float, dict[str, Any]]
     client = WebClient(token="xoxb-test", base_url=stack.slack.api_url)
     blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": ":rewind: Rolled back checkout"}},
-        rollback_buttons(REF),
+        action_blocks(REF)[0],
     ]
     posted = client.chat_postMessage(channel="#deploys", text="Rolled back checkout", blocks=blocks).data
     assert isinstance(posted, dict)

@@ -17,13 +17,13 @@ from google.api import metric_pb2
 from google.api_core import exceptions
 from google.cloud import monitoring_v3
 
+from controller.core.stats import Histogram, merge_all
 from controller.emulator.monitoring import (
     CLOUD_RUN_LATENCY_BUCKETS,
     MonitoringEmulator,
     histogram_from_proto,
     insecure_client,
 )
-from controller.stats import Histogram, merge_all
 
 PROJECT = "demo-proj"
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

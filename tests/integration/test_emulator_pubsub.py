@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.demo import free_port
+from controller.surfaces.demo import free_port
 
 pytestmark = pytest.mark.pubsub
 ROOT = Path(__file__).resolve().parent.parent.parent

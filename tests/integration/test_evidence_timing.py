@@ -29,11 +29,11 @@ import pytest
 import requests
 from deliveries import cloud_event
 
-from controller.demo import free_port, function_env, start_function, stop_process
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import DEFAULT_INGESTION_LAG, MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 from controller.emulator.traffic import RevisionProfile, TrafficSimulator
+from controller.surfaces.demo import free_port, function_env, start_function, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 INCIDENT = json.loads((ROOT / "tests" / "data" / "incident-5xx-open.json").read_text())

@@ -19,12 +19,12 @@ import pytest
 from cloudevents.http import CloudEvent
 from support import RecordingNotifier
 
-from controller import logs
-from controller.cloudrun import CloudRunClient
+from controller.adapters import logs
+from controller.adapters.cloudrun import CloudRunClient
+from controller.adapters.policy_files import load_policies
+from controller.app.engine import Controller
+from controller.app.settings import Settings
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
-from controller.engine import Controller
-from controller.policy_files import load_policies
-from controller.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INCIDENT = json.loads((ROOT / "tests" / "data" / "incident-5xx-open.json").read_text())

@@ -26,12 +26,12 @@ import yaml
 from deliveries import cloud_event
 from tokens import google_claims, make_key, serve_certs
 
-from controller.api import MAX_BODY_BYTES, ROUTES
-from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
+from controller.core.ledger import Ledger, write_ledger
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
-from controller.ledger import Ledger, write_ledger
+from controller.surfaces.api import MAX_BODY_BYTES, ROUTES
+from controller.surfaces.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 INCIDENT = json.loads((ROOT / "tests" / "data" / "incident-5xx-open.json").read_text())
@@ -494,7 +494,7 @@ def test_manual_rollback_racing_an_alert_ends_consistent_with_one_traffic_change
     assert manual_response.status_code in (200, 409), manual_response.text
     if manual_response.status_code == 409:
         assert manual_response.json()["error"] == "concurrent_change"  # the alert won; no second rollback
-    # Leaving out the alert's "announced" write (applied, traffic unchanged: controller/announce.py).
+    # Leaving out the alert's "announced" write (applied, traffic unchanged: controller/core/announce.py).
     raced = [p.outcome for p in stack.run.patches if p.outcome != "applied" or p.traffic_changed]
     assert sorted(raced) == ["applied", "conflict"]
     assert stack.changes() == 1

@@ -21,10 +21,10 @@ import pytest
 import requests
 from tokens import google_claims, make_key, serve_certs
 
-from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
+from controller.surfaces.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 
 FUNCTIONS_URL = "https://us-central1-demo-proj.cloudfunctions.net/rollback-http"
 RUN_URL = "https://rollback-http-abc123-uc.a.run.app"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import cli
-from controller.lab import LabStack, load_scenario, quiet_logs, run_scenario, scenario_paths
+from controller.surfaces import cli
+from controller.surfaces.lab import LabStack, load_scenario, quiet_logs, run_scenario, scenario_paths
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 LAB = ROOT / "samples" / "lab"
@@ -125,7 +125,7 @@ def test_unknown_policy_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "scenario.yaml"
     path.write_text("name: x\npolicy: nope\n")
     err = io.StringIO()
-    from controller.lab import run_command
+    from controller.surfaces.lab import run_command
 
     args = cli.build_parser().parse_args(["lab", str(path)])
     assert run_command(args, io.StringIO(), err) == 2

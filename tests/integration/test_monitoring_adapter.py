@@ -18,10 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
-from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
-from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, MonitoringEmulator
-from controller.emulator.traffic import RevisionProfile, TrafficSimulator
-from controller.monitoring import (
+from controller.adapters.monitoring import (
     ALL_SIGNALS,
     Evidence,
     MonitoringApi,
@@ -30,8 +27,11 @@ from controller.monitoring import (
     Window,
     trailing_window,
 )
-from controller.state import ServiceRef
-from controller.stats import bucket_bounds, bucket_index
+from controller.core.state import ServiceRef
+from controller.core.stats import bucket_bounds, bucket_index
+from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
+from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, MonitoringEmulator
+from controller.emulator.traffic import RevisionProfile, TrafficSimulator
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 REF = ServiceRef(project="demo-proj", region="us-central1", service="checkout")

@@ -19,9 +19,9 @@ import pytest
 from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 
-from controller import monitoring
-from controller.monitoring import ALL_SIGNALS, MonitoringClient, MonitoringUnavailable, trailing_window
-from controller.state import ServiceRef
+from controller.adapters import monitoring
+from controller.adapters.monitoring import ALL_SIGNALS, MonitoringClient, MonitoringUnavailable, trailing_window
+from controller.core.state import ServiceRef
 
 REF = ServiceRef(project="demo-proj", region="us-central1", service="checkout")
 WINDOW = trailing_window(datetime(2024, 6, 1, 12, 0, tzinfo=UTC), timedelta(minutes=5))

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from pubsub_emulator import exited_early, missing_piece
 
-from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
+from controller.surfaces.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 
 pytestmark = pytest.mark.pubsub
 

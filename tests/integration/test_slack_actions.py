@@ -24,13 +24,13 @@ import pytest
 import requests
 from slack_sdk import WebClient
 
-from controller.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
+from controller.core.ledger import Action, Ledger, write_ledger
+from controller.core.slack_blocks import ACTION_HOLD, ACTION_RELEASE, ACTION_UNDO, BLOCK_ID, action_blocks
+from controller.core.state import ServiceRef, TrafficTarget
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
-from controller.ledger import Action, Ledger, write_ledger
-from controller.slack_actions import ACTION_HOLD, ACTION_RELEASE, ACTION_UNDO, BLOCK_ID, action_blocks
-from controller.state import ServiceRef, TrafficTarget
+from controller.surfaces.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 
 SECRET = "test-signing-secret-0123456789abcdef"
 USER, OTHER_USER = "U0123USER", "U0999OTHER"
@@ -254,7 +254,7 @@ def test_refused_action_answers_ephemerally(stack: Stack) -> None:
 
 def test_unknown_service_in_the_button_answers_ephemerally(stack: Stack) -> None:
     # A value that is not one of the message's own buttons is refused before anything is read
-    # (controller/slack_guard.py; tests/integration/test_slack_guard.py covers the rest).
+    # (controller/surfaces/slack_guard.py; tests/integration/test_slack_guard.py covers the rest).
     response = stack.press(ACTION_HOLD, value=f"{PROJECT}/{REGION}/no-such-service")
     assert response.status_code == 200
     assert response.json()["error"] == "not_on_message"

@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 import pytest
 from pubsub_fakes import InMemoryPublisher, message_event
 
-from controller.command_queue import CommandQueue
-from controller.command_worker import CommandWorker
-from controller.commands import SlackMessageCommand, decode
+from controller.adapters.command_queue import CommandQueue
+from controller.adapters.slack import WebApiNotifier
+from controller.core.commands import SlackMessageCommand, decode
+from controller.core.messages import SlackMessage
 from controller.emulator.slack import SlackEmulator
-from controller.messages import SlackMessage
-from controller.slack import WebApiNotifier
+from controller.surfaces.command_worker import CommandWorker
 
 TOPIC = "projects/demo-proj/topics/rollback-commands"
 MESSAGE = SlackMessage(
@@ -94,7 +94,7 @@ def test_a_message_that_cannot_be_sent_in_time_is_handed_over_and_sent_later_wit
 
 
 def test_a_queued_message_slack_still_refuses_is_redelivered(slack: SlackEmulator) -> None:
-    from controller.errors import TemporaryError
+    from controller.core.errors import TemporaryError
 
     publisher = InMemoryPublisher()
     queue = CommandQueue(TOPIC, publisher)
@@ -111,8 +111,8 @@ def test_the_interactive_notifier_never_sleeps_on_a_rate_limit(slack: SlackEmula
     """Answering a Slack button inline (Slack waits 3 s): no Retry-After sleeping, a short timeout."""
     from pydantic import SecretStr
 
-    from controller.settings import Settings
-    from controller.slack import build_notifier
+    from controller.app.settings import Settings
+    from controller.app.wiring import build_notifier
 
     settings = Settings(slack_bot_token=SecretStr("xoxb-test"), slack_channel="#deploys", slack_api_url=slack.api_url)
     notifier = build_notifier(settings, interactive=True)

@@ -20,6 +20,7 @@ from google.cloud import monitoring_v3
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.core.stats import bucket_bounds, bucket_index, merge_all
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import (
     CLOUD_RUN_LATENCY_BUCKETS,
@@ -35,7 +36,6 @@ from controller.emulator.traffic import (
     scale_counts,
     split_requests,
 )
-from controller.stats import bucket_bounds, bucket_index, merge_all
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 PROJECT, REGION, SERVICE = "demo-proj", "us-central1", "checkout"

@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 import requests
 
-from controller.demo import free_port, function_env, start_function, stop_process
+from controller.adapters.monitoring import Evidence, MonitoringClient, trailing_window
+from controller.core.state import ServiceRef
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
 from controller.emulator.traffic import RevisionProfile, TrafficSimulator
-from controller.monitoring import Evidence, MonitoringClient, trailing_window
-from controller.state import ServiceRef
+from controller.surfaces.demo import free_port, function_env, start_function, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INCIDENT = json.loads((ROOT / "tests" / "data" / "incident-5xx-open.json").read_text())

@@ -1,4 +1,4 @@
-"""controller.alert.alert_from_incident: which service, revision, trigger and numbers an incident names."""
+"""controller.core.alert.alert_from_incident: which service, revision, trigger and numbers an incident names."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.alert import LABEL_ROLLBACK_POLICY, LABEL_TRIGGER, Alert, alert_from_incident
-from controller.incident import Notification, parse_notification
+from controller.core.alert import LABEL_ROLLBACK_POLICY, LABEL_TRIGGER, Alert, alert_from_incident
+from controller.core.incident import Notification, parse_notification
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 OPEN_5XX: dict[str, Any] = json.loads((DATA / "incident-5xx-open.json").read_text("utf-8"))

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from google.cloud import monitoring_v3
 
-from controller.alert import METRIC_TRIGGERS, alert_from_incident
-from controller.alertpolicies import (
+from controller.adapters.policy_files import load_policies, load_policy_paths
+from controller.app.alertpolicies import (
     CHANNEL_PLACEHOLDER,
     MAX_CONDITIONS,
     AlertPolicyError,
@@ -30,9 +30,9 @@ from controller.alertpolicies import (
     health_window,
     main,
 )
-from controller.incident import parse_notification
-from controller.policy import Policy, PolicySet
-from controller.policy_files import load_policies, load_policy_paths
+from controller.core.alert import METRIC_TRIGGERS, alert_from_incident
+from controller.core.incident import parse_notification
+from controller.core.policy import Policy, PolicySet
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "policies" / "default.yaml"

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from tokens import SigningKey, make_key
 
-from controller.auth import (
+from controller.adapters.auth import (
     CERTS_FAILURE_TTL_SECONDS,
     CERTS_MIN_REFETCH_INTERVAL_SECONDS,
     CLOCK_SKEW_SECONDS,

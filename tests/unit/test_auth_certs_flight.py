@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from tokens import SigningKey, google_claims, make_key
 
-from controller.auth import AuthConfig, AuthError, IdTokenVerifier
+from controller.adapters.auth import AuthConfig, AuthError, IdTokenVerifier
 
 AUDIENCE = "https://us-central1-demo-proj.cloudfunctions.net/rollback-http"
 ALICE = "alice@example.com"

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import T0, alert, latest, pinned, rev, state
 
-from controller.canary import (
+from controller.app.manual import plan_undo
+from controller.core.canary import (
     CanaryState,
     Comparison,
     GateVerdict,
@@ -22,11 +23,10 @@ from controller.canary import (
     split,
     tick,
 )
-from controller.decide import Reason, decide
-from controller.ledger import Hold, Ledger
-from controller.manual import plan_undo
-from controller.policy import Canary, Policy
-from controller.state import ServiceState
+from controller.core.decide import Reason, decide
+from controller.core.ledger import Hold, Ledger
+from controller.core.policy import Canary, Policy
+from controller.core.state import ServiceState
 
 POLICY = Policy.model_validate(
     {

@@ -9,16 +9,16 @@ from datetime import datetime, timedelta
 import pytest
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, pinned, rev, state
 
-from controller.canary import CanaryState, GateVerdict, Judgement, Step
-from controller.canary_control import CanaryControl, NoCanaryPolicy, gate_json, report_json
-from controller.errors import PermanentError
-from controller.ledger import Hold, Ledger, read_ledger, write_ledger
-from controller.monitoring import Evidence, MonitoringUnavailable, RevisionNumbers, Window
-from controller.policy import Policy, PolicySet
-from controller.settings import Settings
-from controller.slack_actions import ACTION_PROMOTE, parse_promote_value
-from controller.state import ServiceRef
-from controller.stats import ExponentialBuckets, Histogram, bucket_index, num_buckets
+from controller.adapters.monitoring import Evidence, MonitoringUnavailable, RevisionNumbers, Window
+from controller.app.canary_control import CanaryControl, NoCanaryPolicy, gate_json, report_json
+from controller.app.settings import Settings
+from controller.core.canary import CanaryState, GateVerdict, Judgement, Step
+from controller.core.errors import PermanentError
+from controller.core.ledger import Hold, Ledger, read_ledger, write_ledger
+from controller.core.policy import Policy, PolicySet
+from controller.core.slack_blocks import ACTION_PROMOTE, parse_promote_value
+from controller.core.state import ServiceRef
+from controller.core.stats import ExponentialBuckets, Histogram, bucket_index, num_buckets
 
 STABLE, CANDIDATE = "checkout-00041-abc", "checkout-00042-xyz"
 REVS = [rev("checkout-00040-aaa", 1), rev(STABLE, 2), rev(CANDIDATE, 3)]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import build_parser, main, schema_text
+from controller.surfaces.cli import build_parser, main, schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
 INVALID = "tests/data/policies/invalid"
@@ -145,7 +145,7 @@ def test_cli_stays_light() -> None:
     (A bare ``google.cloud`` namespace module may be present: *-nspkg.pth files create it at startup.)
     """
     code = (
-        "import sys, controller.cli; "
+        "import sys, controller.surfaces.cli; "
         "heavy = sorted(m for m in sys.modules "
         "if m.startswith(('google.cloud.', 'google.api_core', 'slack_sdk', 'grpc'))); "
         "print(heavy)"

@@ -15,18 +15,19 @@ import pytest
 from pubsub_fakes import InMemoryPublisher, message_event
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, latest, pinned, rev, state
 
-from controller import logs
-from controller.auth import AuthConfig, SlackVerifier
-from controller.cloudrun import Applied
-from controller.command_queue import CommandQueue
-from controller.command_worker import CommandWorker
-from controller.commands import MAX_AGE, SlackActionCommand, decode, encode
-from controller.errors import TemporaryError
-from controller.ledger import Action, Ledger, read_ledger, write_ledger
-from controller.manual import ManualControl
-from controller.settings import Settings
-from controller.slack_actions import BLOCK_ID, BlockActions, Pressed, SlackActionHandler, rollback_buttons
-from controller.state import ServiceState, TrafficTarget
+from controller.adapters import logs
+from controller.adapters.auth import AuthConfig, SlackVerifier
+from controller.adapters.cloudrun import Applied
+from controller.adapters.command_queue import CommandQueue
+from controller.app.manual import ManualControl
+from controller.app.settings import Settings
+from controller.core.commands import MAX_AGE, SlackActionCommand, decode, encode
+from controller.core.errors import TemporaryError
+from controller.core.ledger import Action, Ledger, read_ledger, write_ledger
+from controller.core.slack_blocks import BLOCK_ID, BlockActions, action_blocks
+from controller.core.state import ServiceState, TrafficTarget
+from controller.surfaces.command_worker import CommandWorker
+from controller.surfaces.slack_actions import Pressed, SlackActionHandler
 
 TOPIC = "projects/demo-proj/topics/rollback-commands"
 REVS = [rev("checkout-00041-abc", 2), rev("checkout-00042-xyz", 3)]
@@ -50,7 +51,7 @@ def rolled_back() -> InMemoryCloudRun:
 
 
 def payload() -> dict[str, Any]:
-    blocks = [{"type": "header", "text": {"type": "plain_text", "text": "Rolled back checkout"}}, rollback_buttons(REF)]
+    blocks = [{"type": "header", "text": {"type": "plain_text", "text": "Rolled back checkout"}}, action_blocks(REF)[0]]
     return {
         "type": "block_actions",
         "user": {"id": "U0123MARIA", "name": "maria"},

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import T0, alert, latest, pinned, rev, state
 
-from controller.decide import Reason, choose_target, decide, rollback_traffic
-from controller.ledger import Hold, Ledger
-from controller.policy import Policy
-from controller.state import ServiceState, TrafficTarget
+from controller.core.decide import Reason, choose_target, decide, rollback_traffic
+from controller.core.ledger import Hold, Ledger
+from controller.core.policy import Policy
+from controller.core.state import ServiceState, TrafficTarget
 
 POLICY = Policy.model_validate(
     {
@@ -240,7 +240,7 @@ def test_rollback_invariants(scenario: tuple[ServiceState, Ledger, str | None]) 
 
 def test_held_reads_once_and_to_the_second_in_slack() -> None:
     """Issue 10 point 11: no "service is on hold: service is on hold", times to the second with the zone."""
-    from controller.messages import render
+    from controller.core.messages import render
 
     d = decide(alert(), POLICY, LIVE, HELD, NOW)
     text = render(d, alert(), POLICY).text

@@ -11,14 +11,14 @@ import pytest
 from cloudevents.http import CloudEvent
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, alert, rev, state
 
-from controller import logs
-from controller.cloudrun import Applied, OperationFailed
-from controller.decide import Reason
-from controller.engine import Controller
-from controller.errors import ConflictError, TemporaryError
-from controller.policy_files import load_policies
-from controller.settings import Settings
-from controller.state import ServiceState, TrafficTarget
+from controller.adapters import logs
+from controller.adapters.cloudrun import Applied, OperationFailed
+from controller.adapters.policy_files import load_policies
+from controller.app.engine import Controller
+from controller.app.settings import Settings
+from controller.core.decide import Reason
+from controller.core.errors import ConflictError, TemporaryError
+from controller.core.state import ServiceState, TrafficTarget
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DATA = ROOT / "tests" / "data"
@@ -51,7 +51,7 @@ def test_rollback_writes_traffic_and_ledger_once_and_logs_one_line(capsys: pytes
     outcome = ctl.handle_alert(alert())
     assert outcome.decision is not None
     assert outcome.decision.reason is Reason.ROLLED_BACK
-    # The rollback, then (traffic unchanged) the ledger noting that Slack was told (controller/announce.py).
+    # The rollback, then (traffic unchanged) the ledger noting that Slack was told (controller/core/announce.py).
     assert len(run.traffic_changes) == 1 and len(run.updates) == 2
     assert run.current.percent_by_revision() == {"checkout-00041-abc": 100}
     assert "rollback-controller/incidents" in run.current.annotations

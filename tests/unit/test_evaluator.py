@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.alert import alert_from_incident
-from controller.alertpolicies import generate
-from controller.evaluator import (
+from controller.adapters.policy_files import load_policies
+from controller.app.alertpolicies import generate
+from controller.core.alert import alert_from_incident
+from controller.core.evaluator import (
     MinuteFeed,
     PolicyEvaluator,
     UnsupportedPolicy,
@@ -24,9 +25,8 @@ from controller.evaluator import (
     parse_policy,
     ratio,
 )
-from controller.incident import parse_notification
-from controller.policy_files import load_policies
-from controller.stats import ExponentialBuckets, Histogram
+from controller.core.incident import parse_notification
+from controller.core.stats import ExponentialBuckets, Histogram
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

@@ -13,14 +13,14 @@ import pytest
 from pubsub_fakes import InMemoryPublisher
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, alert, pinned, rev, state
 
-from controller import events, logs
-from controller.decide import Reason
-from controller.engine import Controller
-from controller.ledger import Action, Hold, Ledger, write_ledger
-from controller.manual import ManualControl, Refused
-from controller.policy_files import load_policies
-from controller.settings import Settings
-from controller.state import TrafficTarget
+from controller.adapters import events, logs
+from controller.adapters.policy_files import load_policies
+from controller.app.engine import Controller
+from controller.app.manual import ManualControl, Refused
+from controller.app.settings import Settings
+from controller.core.decide import Reason
+from controller.core.ledger import Action, Hold, Ledger, write_ledger
+from controller.core.state import TrafficTarget
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TOPIC = "projects/demo-proj/topics/rollback-events"

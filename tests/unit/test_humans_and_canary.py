@@ -14,7 +14,12 @@ from datetime import timedelta
 import pytest
 from support import T0, InMemoryCloudRun, RecordingNotifier, pinned, rev, state
 
-from controller.canary import (
+from controller.adapters.cloudrun import Applied
+from controller.adapters.monitoring import Evidence, Window, queries
+from controller.app.canary_control import CanaryControl
+from controller.app.manual import RECENT_ACTION, plan_rollback, plan_undo
+from controller.app.settings import Settings
+from controller.core.canary import (
     CanaryState,
     Comparison,
     Judgement,
@@ -23,15 +28,10 @@ from controller.canary import (
     judged_window,
     tick,
 )
-from controller.canary_control import CanaryControl
-from controller.cloudrun import Applied
-from controller.ledger import Ledger, write_ledger
-from controller.manual import RECENT_ACTION, plan_rollback, plan_undo
-from controller.messages import SlackMessage
-from controller.monitoring import Evidence, Window, queries
-from controller.policy import Canary, Policy, PolicySet, policy_warnings
-from controller.settings import Settings
-from controller.state import ServiceRef, ServiceState, TrafficTarget
+from controller.core.ledger import Ledger, write_ledger
+from controller.core.messages import SlackMessage
+from controller.core.policy import Canary, Policy, PolicySet, policy_warnings
+from controller.core.state import ServiceRef, ServiceState, TrafficTarget
 
 STABLE, CANDIDATE, PREVIEW = "svc-00041-abc", "svc-00042-xyz", "svc-00043-pre"
 OLD = "svc-00040-aaa"

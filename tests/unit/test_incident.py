@@ -22,8 +22,8 @@ from functions_framework import _function_registry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.errors import MalformedInput
-from controller.incident import (
+from controller.core.errors import MalformedInput
+from controller.core.incident import (
     MAX_MESSAGE_BYTES,
     MESSAGE_PUBLISHED,
     DeliveryInfo,

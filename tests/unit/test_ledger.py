@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import T0, latest, pinned
 
-from controller.ledger import (
+from controller.core.ledger import (
     K_INCIDENTS,
     K_QUARANTINED,
     MAX_INCIDENTS,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from support import T0, InMemoryCloudRun, RecordingNotifier, alert, rev, state
 
-from controller import logs
-from controller.engine import Controller
-from controller.policy_files import load_policies
-from controller.settings import Settings
+from controller.adapters import logs
+from controller.adapters.policy_files import load_policies
+from controller.app.engine import Controller
+from controller.app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 REVS = [rev("checkout-00040-aaa", 1), rev("checkout-00041-abc", 2), rev("checkout-00042-xyz", 3)]

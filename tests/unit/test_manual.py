@@ -17,10 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, latest, pinned, rev, state
 
-from controller.cloudrun import Applied
-from controller.errors import ConflictError, ServiceNotFound
-from controller.ledger import Action, Hold, Ledger, read_ledger, write_ledger
-from controller.manual import (
+from controller.adapters.cloudrun import Applied
+from controller.app.manual import (
     ALREADY_SERVING,
     CONCURRENT_CHANGE,
     NO_TARGET,
@@ -39,9 +37,11 @@ from controller.manual import (
     status_json,
     status_report,
 )
-from controller.settings import Settings
-from controller.slack_actions import ACTION_HOLD, ACTION_UNDO, BLOCK_ID, parse_button_value
-from controller.state import Revision, ServiceState, TrafficTarget
+from controller.app.settings import Settings
+from controller.core.errors import ConflictError, ServiceNotFound
+from controller.core.ledger import Action, Hold, Ledger, read_ledger, write_ledger
+from controller.core.slack_blocks import ACTION_HOLD, ACTION_UNDO, BLOCK_ID, parse_button_value
+from controller.core.state import Revision, ServiceState, TrafficTarget
 
 OLD, PREV, NEW = "checkout-00040-aaa", "checkout-00041-abc", "checkout-00042-xyz"
 REVS = [rev(OLD, 1), rev(PREV, 2), rev(NEW, 3)]
@@ -391,7 +391,7 @@ def test_slack_failure_never_blocks_the_action() -> None:
 
 
 def test_manual_rollback_of_a_canary_candidate_ends_the_canary() -> None:
-    from controller.canary import CanaryState
+    from controller.core.canary import CanaryState
 
     canary = CanaryState(candidate="checkout-00042-xyz", stable="checkout-00041-abc", step=1, step_started_at=T0)
     split_ = state(REVS, [pinned("checkout-00041-abc", 75, "stable"), pinned("checkout-00042-xyz", 25, "candidate")])

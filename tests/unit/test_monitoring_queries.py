@@ -18,8 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, histogram_to_proto
-from controller.monitoring import (
+from controller.adapters.monitoring import (
     ALL_SIGNALS,
     Evidence,
     RevisionNumbers,
@@ -35,8 +34,8 @@ from controller.monitoring import (
     service_filter,
     trailing_window,
 )
-from controller.state import ServiceRef
-from controller.stats import (
+from controller.core.state import ServiceRef
+from controller.core.stats import (
     ExplicitBuckets,
     ExponentialBuckets,
     Histogram,
@@ -45,6 +44,7 @@ from controller.stats import (
     bucket_index,
     ratio,
 )
+from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, histogram_to_proto
 
 T0 = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 REF = ServiceRef(project="demo-proj", region="us-central1", service="checkout")

@@ -1,11 +1,11 @@
-"""Google's documented name formats (controller/names.py), as a table."""
+"""Google's documented name formats (controller/core/names.py), as a table."""
 
 from __future__ import annotations
 
 import pytest
 
-from controller import names
-from controller.errors import MalformedInput
+from controller.core import names
+from controller.core.errors import MalformedInput
 
 VALID = [
     ("project", "demo-proj"),

@@ -16,11 +16,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from controller.alert import Alert
-from controller.cli import schema_text
-from controller.errors import PolicyError
-from controller.policy import Canary, Match, Policy, PolicySet, format_duration, parse_duration, score_match
-from controller.policy_files import (
+from controller.adapters.policy_files import (
     DEFAULT_POLICY_PATH,
     PolicyLoadError,
     load_policies,
@@ -29,6 +25,10 @@ from controller.policy_files import (
     policy_path,
     validate_paths,
 )
+from controller.core.alert import Alert
+from controller.core.errors import PolicyError
+from controller.core.policy import Canary, Match, Policy, PolicySet, format_duration, parse_duration, score_match
+from controller.surfaces.cli import schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "policies"

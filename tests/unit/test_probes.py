@@ -11,10 +11,10 @@ from pathlib import Path
 
 from support import T0
 
-from controller.alertpolicies import add_command, generate
-from controller.policy_files import load_policies
-from controller.probes import blind_spot, liveness_period
-from controller.state import Revision
+from controller.adapters.policy_files import load_policies
+from controller.app.alertpolicies import add_command, generate
+from controller.core.probes import blind_spot, liveness_period
+from controller.core.state import Revision
 
 DEFAULT = Path(__file__).resolve().parent.parent.parent / "policies" / "default.yaml"
 

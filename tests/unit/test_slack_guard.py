@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, rev, state
 
-from controller.auth import AuthConfig, AuthError, SlackVerifier
-from controller.ledger import read_ledger
-from controller.manual import ManualControl
-from controller.settings import Settings
-from controller.slack_actions import ACTION_HOLD, ACTION_RELEASE, SlackActionHandler, action_blocks
-from controller.slack_guard import SlackGuard
-from controller.state import ServiceRef
+from controller.adapters.auth import AuthConfig, AuthError, SlackVerifier
+from controller.app.manual import ManualControl
+from controller.app.settings import Settings
+from controller.core.ledger import read_ledger
+from controller.core.slack_blocks import ACTION_HOLD, ACTION_RELEASE, action_blocks
+from controller.core.state import ServiceRef
+from controller.surfaces.slack_actions import SlackActionHandler
+from controller.surfaces.slack_guard import SlackGuard
 
 SECRET = "test-signing-secret-0123456789abcdef"
 USER, TEAM = "U0123USER", "T0123TEAM"

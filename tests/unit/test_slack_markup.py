@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, alert, rev, state
 
-from controller.engine import Controller
-from controller.manual import ManualControl
-from controller.messages import SlackMessage
-from controller.mrkdwn import escape, link, safe_url
-from controller.policy_files import load_policies
-from controller.settings import Settings
+from controller.adapters.policy_files import load_policies
+from controller.app.engine import Controller
+from controller.app.manual import ManualControl
+from controller.app.settings import Settings
+from controller.core.messages import SlackMessage
+from controller.core.mrkdwn import escape, link, safe_url
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 REVS = [rev("checkout-00040-aaa", 1), rev("checkout-00041-abc", 2), rev("checkout-00042-xyz", 3)]

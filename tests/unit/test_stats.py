@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.stats import (
+from controller.core.stats import (
     BucketOptions,
     ExplicitBuckets,
     ExponentialBuckets,

@@ -8,10 +8,19 @@ from datetime import timedelta
 import pytest
 from support import T0, alert, rev, state
 
-from controller.decide import Reason, decide
-from controller.ledger import Ledger
-from controller.policy import Policy
-from controller.verify import Measure, Verdict, Verification, attribute, judge, measure, trigger_window, unavailable
+from controller.core.decide import Reason, decide
+from controller.core.ledger import Ledger
+from controller.core.policy import Policy
+from controller.core.verify import (
+    Measure,
+    Verdict,
+    Verification,
+    attribute,
+    judge,
+    measure,
+    trigger_window,
+    unavailable,
+)
 
 POLICY = Policy.model_validate(
     {

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.verify import (
+from controller.core.verify import (
     Verdict,
     Verification,
     alert_age,
