@@ -540,7 +540,7 @@ def test_importing_the_module_does_not_import_google_cloud() -> None:
 
     # A bare ``google.cloud`` namespace module may exist at startup (*-nspkg.pth); its children may not.
     code = (
-        "import sys, controller.alertpolicies; "
+        "import sys, controller.app.alertpolicies; "
         "sys.exit(any(m.startswith(('google.cloud.', 'google.api_core', 'grpc')) for m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True)

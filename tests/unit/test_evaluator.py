@@ -247,7 +247,7 @@ def test_never_opens_for_a_series_that_never_crosses(
 
 def test_the_evaluator_is_pure() -> None:
     code = (
-        "import json, sys\nbase = set(sys.modules)\nimport controller.evaluator\n"
+        "import json, sys\nbase = set(sys.modules)\nimport controller.core.evaluator\n"
         "print(json.dumps(sorted(set(sys.modules) - base)))"
     )
     loaded = json.loads(

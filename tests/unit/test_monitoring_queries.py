@@ -318,7 +318,7 @@ def test_evidence_is_immutable() -> None:
 def test_importing_the_adapter_loads_no_client_library() -> None:
     """Cold start: google.cloud.monitoring_v3 and grpc are imported on first use, not on import."""
     code = (
-        "import sys, controller.monitoring\n"
+        "import sys, controller.adapters.monitoring\n"
         "heavy = [m for m in ('grpc', 'google.cloud.monitoring_v3', 'google.api_core', 'google.auth') "
         "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
