@@ -36,13 +36,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from controller.app.alertpolicies import generate
 from controller.core.alert import Alert, alert_from_incident
+from controller.core.alertpolicies import generate
 from controller.core.decide import Decision, Reason, decide
 from controller.core.evaluator import ConditionSpec, MinuteFeed, PolicyEvaluator, evaluate_feed, parse_policy
 from controller.core.incident import parse_notification
 from controller.core.ledger import Ledger
-from controller.core.policy import Policy, PolicySet
+from controller.core.policy import Policy
+from controller.core.policy_matching import PolicySet
 from controller.core.state import Revision, ServiceRef, ServiceState, TrafficTarget
 
 if TYPE_CHECKING:

@@ -45,8 +45,9 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controller.app.alertpolicies import generate
 from controller.core.alert import Alert, alert_from_incident
+from controller.core.alertpolicies import generate
+from controller.core.durations import Duration
 from controller.core.evaluator import (
     AlertPolicySpec,
     ConditionSpec,
@@ -56,7 +57,8 @@ from controller.core.evaluator import (
     parse_policy,
 )
 from controller.core.incident import parse_notification
-from controller.core.policy import Duration, Policy, PolicySet
+from controller.core.policy import Policy
+from controller.core.policy_matching import PolicySet
 from controller.core.stats import Histogram, bucket_bounds, merge_all
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.adapters.policy_files import load_policies
-from controller.app.alertpolicies import generate
 from controller.core.alert import alert_from_incident
+from controller.core.alertpolicies import generate
 from controller.core.evaluator import (
     MinuteFeed,
     PolicyEvaluator,
