@@ -3,8 +3,8 @@
 ``python -m controller backtest SERVICE --region R [--project P] [--since 7d] [--policy NAME]
 [--json] [--plot FILE.png]`` reads the service's revisions (create times) from Cloud Run and its
 per-revision history from Cloud Monitoring, replays the alert policies ``alert-policies``
-generates for the rollback policy through ``controller.evaluator``, minute by minute, and at each
-would-be incident asks the controller's decision (``controller.decide.decide``, with the evidence
+generates for the rollback policy through ``controller.core.evaluator``, minute by minute, and at each
+would-be incident asks the controller's decision (``controller.core.decide.decide``, with the evidence
 check of ``controller.verify`` on the same history) what it would have done. docs/backtest.md
 documents the output, including the stable ``--json`` document (:data:`JSON_SHAPE`).
 
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from controller.core.alert import Alert, alert_from_incident
 from controller.core.alertpolicies import generate
+from controller.core.alertpolicy_spec import parse_policy
 from controller.core.backtest_model import (
     CHUNK,
     DEPLOY_NEARBY,
@@ -49,11 +50,12 @@ from controller.core.backtest_model import (
     state_at,
 )
 from controller.core.decide import Reason, decide
-from controller.core.evaluator import MinuteFeed, PolicyEvaluator, evaluate_feed, parse_policy
+from controller.core.evaluator import PolicyEvaluator, evaluate_feed
 from controller.core.incident import parse_notification
 from controller.core.ledger import Ledger
 from controller.core.policy import Policy
 from controller.core.policy_matching import PolicySet
+from controller.core.series_values import MinuteFeed
 from controller.core.state import Revision, ServiceRef
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from controller.core.alertpolicy_spec import ConditionSpec
 from controller.core.decide import Decision, Reason
-from controller.core.evaluator import ConditionSpec
 from controller.core.policy import Policy
 from controller.core.state import Revision, ServiceRef, ServiceState, TrafficTarget
 

@@ -3,7 +3,7 @@
 ``python -m controller lab [SCENARIO.yaml] [--json] [--plot FILE.png]`` simulates, on a virtual
 clock (an hour in about a second), a Cloud Run service, its traffic, a deploy, Cloud Monitoring's
 sampling (one point per revision and minute) and ingestion lag, the alert-policy evaluator
-(``controller.evaluator``) on the alert policies ``alert-policies`` generates, and the
+(``controller.core.evaluator``) on the alert policies ``alert-policies`` generates, and the
 controller's real decision path (``controller.engine.Controller``: same policy selection,
 verification, guards and traffic write, its clock injected) against the Cloud Run and Monitoring
 emulators, with the real client libraries. Scenarios live in ``samples/lab/``; docs/lab.md
@@ -44,14 +44,8 @@ from pydantic import ValidationError
 
 from controller.core.alert import Alert, alert_from_incident
 from controller.core.alertpolicies import generate
-from controller.core.evaluator import (
-    AlertPolicySpec,
-    ConditionSpec,
-    MinuteFeed,
-    PolicyEvaluator,
-    evaluate_feed,
-    parse_policy,
-)
+from controller.core.alertpolicy_spec import AlertPolicySpec, ConditionSpec, parse_policy
+from controller.core.evaluator import PolicyEvaluator, evaluate_feed
 from controller.core.incident import parse_notification
 from controller.core.lab_scenario import (
     CRM_WINDOW,
@@ -68,6 +62,7 @@ from controller.core.lab_scenario import (
 )
 from controller.core.policy import Policy
 from controller.core.policy_matching import PolicySet
+from controller.core.series_values import MinuteFeed
 from controller.surfaces.lab_stack import Ingestion, LabStack
 
 if TYPE_CHECKING:
