@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Final
 
-from controller.core.policy import Match, Policy
+from controller.core.policy import Match, Policy, pattern_weight
 
 __all__ = ["MAX_CONDITIONS", "Overlap", "filter_scopes", "overlaps", "quote"]
 
@@ -116,18 +116,11 @@ def filter_scopes(match: Match) -> tuple[list[tuple[str, ...]], list[str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _weight(pattern: str) -> int:
-    """Specificity points as ``controller.policy`` scores them: exact 2, narrowing glob 1, any 0."""
-    if _is_any(pattern):
-        return 0
-    return 1 if _GLOB_CHARS.intersection(pattern) else 2
-
-
 def _weights(patterns: Sequence[str]) -> tuple[int, int]:
     """(lowest, highest) points a dimension can score on a value it accepts."""
     if not patterns or any(_is_any(p) for p in patterns):
-        return 0, max((_weight(p) for p in patterns), default=0)
-    found = [_weight(p) for p in patterns]
+        return 0, max((pattern_weight(p) for p in patterns), default=0)
+    found = [pattern_weight(p) for p in patterns]
     return min(found), max(found)
 
 
@@ -193,7 +186,7 @@ def overlaps(policy: Policy, others: Sequence[Policy]) -> Overlap:
         if exact_only and _is_catch_all(o.projects) and _is_catch_all(o.regions):
             for service in o.services:
                 # This policy's score on that service, in its best and worst project/region.
-                mine = max((_weight(p) for p in m.services if fnmatchcase(service, p)), default=None)
+                mine = max((pattern_weight(p) for p in m.services if fnmatchcase(service, p)), default=None)
                 if mine is None:
                     continue
                 high, low = mine + maxs[1] + maxs[2], mine + mins[1] + mins[2]

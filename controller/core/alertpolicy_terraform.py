@@ -25,8 +25,8 @@ from typing import Any, Final, Protocol
 
 
 class GeneratedAlertPolicy(Protocol):
-    """What this writer reads of ``controller.core.alertpolicies.GeneratedAlertPolicy`` (a Protocol, so the
-    generator can import this writer without an import cycle)."""
+    """What this writer reads of ``controller.core.alertpolicies.GeneratedAlertPolicy`` (a Protocol:
+    the writer depends on these three fields only, not on the generator)."""
 
     @property
     def policy(self) -> str: ...
