@@ -24,15 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from controller.surfaces.lab import (  # noqa: E402
-    STRATEGIES,
-    LabResult,
-    LabStack,
-    load_scenario,
-    quiet_logs,
-    run_scenario,
-    scenario_paths,
-)
+from controller.core.lab_scenario import STRATEGIES, LabResult  # noqa: E402
+from controller.surfaces.lab import LabStack, load_scenario, quiet_logs, run_scenario, scenario_paths  # noqa: E402
 
 
 def _mmss(seconds: float) -> str:

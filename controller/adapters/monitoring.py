@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 from pydantic import model_validator
 
 from controller.core.errors import TemporaryError
+from controller.core.ratios import ratio
 from controller.core.state import Frozen, ServiceRef
 from controller.core.stats import (
     BucketOptions,
@@ -52,7 +53,6 @@ from controller.core.stats import (
     ExponentialBuckets,
     Histogram,
     LinearBuckets,
-    ratio,
 )
 
 if TYPE_CHECKING:

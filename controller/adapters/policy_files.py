@@ -25,8 +25,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import GenerateJsonSchema
 
+from controller.core.durations import format_duration
 from controller.core.errors import PolicyError, TemporaryError
-from controller.core.policy import Policy, PolicySet, format_duration, match_key
+from controller.core.policy import Policy
+from controller.core.policy_matching import PolicySet, match_key
 
 # ---------------------------------------------------------------------------------------------
 # Loading (reads files; everything else here is pure)

@@ -53,7 +53,8 @@ from controller.core.canary import CanaryDecision, CanaryState, Comparison, Gate
 from controller.core.canary_messages import render_canary
 from controller.core.errors import ControllerError, PermanentError
 from controller.core.ledger import Ledger, read_ledger
-from controller.core.policy import Policy, PolicySet
+from controller.core.policy import Policy
+from controller.core.policy_matching import PolicySet
 from controller.core.state import Frozen, ServiceRef, ServiceState, TrafficTarget
 
 log = logging.getLogger("controller.canary")

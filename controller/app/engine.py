@@ -54,7 +54,8 @@ from controller.core.errors import (
 from controller.core.incident import DeliveryInfo, parse_cloud_event
 from controller.core.ledger import Ledger, read_ledger
 from controller.core.messages import FAILED_HEADER, LATE_HEADER, UNCONFIRMED_HEADER, render
-from controller.core.policy import Policy, PolicySet
+from controller.core.policy import Policy
+from controller.core.policy_matching import PolicySet
 from controller.core.probes import blind_spot
 from controller.core.slack_blocks import action_blocks
 from controller.core.state import Frozen, ServiceRef, ServiceState

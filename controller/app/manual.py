@@ -75,10 +75,12 @@ from controller.adapters.slack import Notifier
 from controller.app.commit import Change, commit
 from controller.app.settings import Settings
 from controller.core.decide import canary_after_rollback, choose_target, rollback_traffic
+from controller.core.durations import format_duration
 from controller.core.errors import ControllerError, PermanentError
 from controller.core.ledger import Action, Hold, Ledger, Quarantine, read_ledger
 from controller.core.messages import SlackMessage, console_url
-from controller.core.policy import PolicySet, Rollback, format_duration
+from controller.core.policy import Rollback
+from controller.core.policy_matching import PolicySet
 from controller.core.slack_blocks import action_blocks
 from controller.core.state import Frozen, ServiceRef, ServiceState, TrafficTarget
 from controller.core.wording import action_name, human_time

@@ -4,8 +4,8 @@ Given the AlertPolicy JSON that ``python -m controller alert-policies`` generate
 the supported subset) and, per evaluation time, the per-minute deltas Cloud Monitoring would hold
 for each of the condition's groups, :class:`PolicyEvaluator` decides when incidents open and close,
 and emits them as schema-1.2 notifications (wire doc 01), which ``controller.incident`` and
-``controller.alert`` parse like Google's. The lab (``controller.lab``) and the backtest
-(``controller.backtest``) drive it; reading the minutes from Monitoring is their job.
+``controller.alert`` parse like Google's. The lab (``controller.surfaces.lab``) and the backtest
+(``controller.app.backtest``) drive it; reading the minutes from Monitoring is their job.
 
 Semantics modelled (source: Google's "Behavior of metric-based alerting policies",
 https://cloud.google.com/monitoring/alerts/concepts-indepth, and the AlertPolicy reference,
@@ -37,6 +37,10 @@ are listed in docs/lab.md ("The evaluator"):
 * **combiner**: ``OR`` only (the generator's); each condition is evaluated on its own.
 
 Pure: no clock (times are arguments), no network, no client library.
+
+The policy's JSON is parsed into specs by ``controller.core.alertpolicy_spec``, the groups'
+values come from ``controller.core.series_values``; this module holds the incident state
+machine (``PolicyEvaluator``) and ``evaluate_feed``.
 """
 
 from __future__ import annotations
@@ -44,51 +48,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from controller.core.stats import Histogram, merge_all
+from controller.core.alertpolicy_spec import EVALUATION_PERIOD, AlertPolicySpec, ConditionSpec, parse_policy
+from controller.core.series_values import GroupKey, MinuteFeed
 
 __all__ = [
-    "DEFAULT_AUTO_CLOSE",
     "EVALUATION_PERIOD",
-    "AlertPolicySpec",
-    "ConditionSpec",
     "Event",
-    "GroupKey",
     "IncidentRecord",
-    "MinuteFeed",
-    "MinuteValue",
     "PolicyEvaluator",
-    "UnsupportedPolicy",
-    "aggregate",
-    "condition_values",
     "evaluate_feed",
-    "group_key",
-    "minutes_in",
-    "parse_duration_text",
-    "parse_policy",
-    "ratio",
 ]
 
-EVALUATION_PERIOD: Final = timedelta(seconds=60)
-DEFAULT_AUTO_CLOSE: Final = timedelta(days=7)
-
-MinuteValue = float | Histogram
-GroupKey = tuple[tuple[str, str], ...]
-MissingData = Literal["INACTIVE", "ACTIVE", "NO_OP"]
-
-_COMPARISONS: Final = {
-    "COMPARISON_GT": lambda v, t: v > t,
-    "COMPARISON_GE": lambda v, t: v >= t,
-    "COMPARISON_LT": lambda v, t: v < t,
-    "COMPARISON_LE": lambda v, t: v <= t,
-    "COMPARISON_EQ": lambda v, t: v == t,
-    "COMPARISON_NE": lambda v, t: v != t,
-}
 _SYMBOL: Final = {
     "COMPARISON_GT": "above",
     "COMPARISON_GE": "at or above",
@@ -97,205 +72,6 @@ _SYMBOL: Final = {
     "COMPARISON_EQ": "equal to",
     "COMPARISON_NE": "not equal to",
 }
-_ALIGNERS: Final = frozenset({"ALIGN_DELTA", "ALIGN_RATE", "ALIGN_SUM"})
-_PERCENTILE = re.compile(r"^REDUCE_PERCENTILE_(\d\d)$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
-_METRIC_TYPE = re.compile(r'metric\.type\s*=\s*"([^"]+)"')
-
-
-class UnsupportedPolicy(ValueError):
-    """An alert policy outside the modelled subset (the message names the construct)."""
-
-
-def parse_duration_text(text: object, where: str) -> timedelta:
-    """``"300s"`` (the API's JSON form of a Duration) → 5 minutes."""
-    if not isinstance(text, str) or not (m := _DURATION.match(text.strip())):
-        raise UnsupportedPolicy(f'{where}: {text!r} is not a duration like "300s"')
-    return timedelta(seconds=float(m.group(1)))
-
-
-@dataclass(frozen=True)
-class Aggregation:
-    """One ``aggregations[0]`` entry: alignment period, aligner, reducer, group-by fields."""
-
-    period: timedelta
-    aligner: str
-    reducer: str
-    group_by: tuple[str, ...]
-
-    @property
-    def percentile(self) -> float | None:
-        m = _PERCENTILE.match(self.reducer)
-        return float(m.group(1)) if m else None
-
-
-def _aggregation(raw: object, where: str) -> Aggregation:
-    items = raw if isinstance(raw, list) else []
-    if len(items) != 1 or not isinstance(items[0], Mapping):
-        raise UnsupportedPolicy(f"{where}: exactly one aggregation is supported")
-    a = items[0]
-    aligner = str(a.get("perSeriesAligner", ""))
-    reducer = str(a.get("crossSeriesReducer", "REDUCE_NONE"))
-    if aligner not in _ALIGNERS:
-        raise UnsupportedPolicy(f"{where}: perSeriesAligner {aligner or '(none)'} (supported: {sorted(_ALIGNERS)})")
-    if reducer != "REDUCE_SUM" and not _PERCENTILE.match(reducer):
-        raise UnsupportedPolicy(f"{where}: crossSeriesReducer {reducer} (supported: REDUCE_SUM, REDUCE_PERCENTILE_nn)")
-    period = parse_duration_text(a.get("alignmentPeriod", "60s"), f"{where}.alignmentPeriod")
-    if period < EVALUATION_PERIOD or period.total_seconds() % 60:
-        raise UnsupportedPolicy(f"{where}.alignmentPeriod: whole minutes of at least 60s are supported")
-    group_by = tuple(str(g) for g in a.get("groupByFields", []) or [])
-    return Aggregation(period, aligner, reducer, group_by)
-
-
-@dataclass(frozen=True)
-class ConditionSpec:
-    """One ``conditionThreshold`` condition, parsed and checked."""
-
-    name: str
-    display_name: str
-    filter: str
-    aggregation: Aggregation
-    comparison: str
-    threshold: float
-    duration: timedelta
-    trigger_count: int | None
-    trigger_percent: float | None
-    missing_data: MissingData
-    denominator_filter: str = ""
-    denominator_aggregation: Aggregation | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def is_ratio(self) -> bool:
-        return bool(self.denominator_filter)
-
-    @property
-    def metric_type(self) -> str:
-        m = _METRIC_TYPE.search(self.filter)
-        return m.group(1) if m else ""
-
-    @property
-    def look_back(self) -> timedelta:
-        """How many minutes of deltas one evaluation needs (numerator and denominator)."""
-        periods = [self.aggregation.period]
-        if self.denominator_aggregation is not None:
-            periods.append(self.denominator_aggregation.period)
-        return max(periods)
-
-    def met(self, value: float) -> bool:
-        return bool(_COMPARISONS[self.comparison](value, self.threshold))
-
-
-@dataclass(frozen=True)
-class AlertPolicySpec:
-    display_name: str
-    conditions: tuple[ConditionSpec, ...]
-    user_labels: Mapping[str, str]
-    auto_close: timedelta
-    documentation: Mapping[str, Any]
-    severity: str = ""
-    name: str = ""
-
-
-def _condition(raw: Mapping[str, Any], index: int, policy_name: str) -> ConditionSpec:
-    where = f"conditions[{index}]"
-    ct = raw.get("conditionThreshold")
-    if not isinstance(ct, Mapping):
-        kinds = [k for k in raw if k.startswith("condition")]
-        raise UnsupportedPolicy(f"{where}: only conditionThreshold is supported (got {kinds or 'none'})")
-    comparison = str(ct.get("comparison", ""))
-    if comparison not in _COMPARISONS:
-        raise UnsupportedPolicy(f"{where}.comparison: {comparison or '(none)'}")
-    threshold = ct.get("thresholdValue", 0.0)
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
-        raise UnsupportedPolicy(f"{where}.thresholdValue: {threshold!r} is not a number")
-    trigger = ct.get("trigger") or {}
-    count = trigger.get("count") if isinstance(trigger, Mapping) else None
-    percent = trigger.get("percent") if isinstance(trigger, Mapping) else None
-    if count is None and percent is None:
-        count = 1
-    missing = str(raw.get("evaluationMissingData") or ct.get("evaluationMissingData") or "")
-    missing = missing.removeprefix("EVALUATION_MISSING_DATA_") or "NO_OP"
-    if missing == "UNSPECIFIED":
-        missing = "NO_OP"  # documented as equivalent
-    if missing not in ("INACTIVE", "ACTIVE", "NO_OP"):
-        raise UnsupportedPolicy(f"{where}.evaluationMissingData: {missing}")
-    denominator = str(ct.get("denominatorFilter", "") or "")
-    filter_ = str(ct.get("filter", "") or "")
-    if not filter_:
-        raise UnsupportedPolicy(f"{where}.conditionThreshold.filter: required")
-    return ConditionSpec(
-        name=str(raw.get("name") or f"{policy_name}/conditions/{index}"),
-        display_name=str(raw.get("displayName", "")),
-        filter=filter_,
-        aggregation=_aggregation(ct.get("aggregations"), f"{where}.aggregations"),
-        comparison=comparison,
-        threshold=float(threshold),
-        duration=parse_duration_text(ct.get("duration", "0s"), f"{where}.duration"),
-        trigger_count=int(count) if count is not None else None,
-        trigger_percent=float(percent) if percent is not None else None,
-        missing_data=missing,  # type: ignore[arg-type]
-        denominator_filter=denominator,
-        denominator_aggregation=(
-            _aggregation(ct.get("denominatorAggregations"), f"{where}.denominatorAggregations") if denominator else None
-        ),
-        raw=dict(raw),
-    )
-
-
-def parse_policy(body: Mapping[str, Any]) -> AlertPolicySpec:
-    """The evaluable part of an AlertPolicy (API JSON, camelCase). Raises :class:`UnsupportedPolicy`."""
-    combiner = str(body.get("combiner", "OR"))
-    if combiner != "OR":
-        raise UnsupportedPolicy(f"combiner {combiner}: only OR is supported")
-    raw_conditions = body.get("conditions")
-    if not isinstance(raw_conditions, list) or not raw_conditions:
-        raise UnsupportedPolicy("conditions: at least one condition is required")
-    name = str(body.get("name", ""))
-    strategy = body.get("alertStrategy") or {}
-    auto_close = (
-        parse_duration_text(strategy["autoClose"], "alertStrategy.autoClose")
-        if isinstance(strategy, Mapping) and "autoClose" in strategy
-        else DEFAULT_AUTO_CLOSE
-    )
-    labels = body.get("userLabels") or {}
-    return AlertPolicySpec(
-        display_name=str(body.get("displayName", "")),
-        conditions=tuple(_condition(c, i, name or "policy") for i, c in enumerate(raw_conditions)),
-        user_labels={str(k): str(v) for k, v in labels.items()},
-        auto_close=auto_close,
-        documentation=dict(body.get("documentation") or {}),
-        severity=str(body.get("severity", "")),
-        name=name,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Values
-# --------------------------------------------------------------------------------------------
-
-
-def group_key(labels: Mapping[str, str]) -> GroupKey:
-    """A group's identity: its labels after aggregation, sorted (``resource.x``/``metric.x`` keys)."""
-    return tuple(sorted((str(k), str(v)) for k, v in labels.items()))
-
-
-def aggregate(agg: Aggregation, minutes: Sequence[MinuteValue]) -> float | None:
-    """One group's aligned+reduced value over its look-back, from the per-minute deltas in it.
-
-    None when there is nothing to aggregate (no data), or the percentile of an empty distribution.
-    """
-    if not minutes:
-        return None
-    if agg.percentile is not None:
-        hists = [m for m in minutes if isinstance(m, Histogram)]
-        merged = merge_all(hists) if hists else None
-        return merged.percentile(agg.percentile) if merged is not None and merged.count else None
-    total = math.fsum(float(m.count) if isinstance(m, Histogram) else float(m) for m in minutes)
-    if agg.aligner == "ALIGN_RATE":
-        return total / agg.period.total_seconds()
-    return total
-
 
 # --------------------------------------------------------------------------------------------
 # Incidents and notifications
@@ -521,81 +297,6 @@ class PolicyEvaluator:
         if self.policy.severity:
             incident["severity"] = self.policy.severity
         return {"incident": incident, "version": "1.2"}
-
-
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """A ratio condition's value: None (no data) for a zero or absent denominator, else num/den
-    with an absent numerator counting as 0 (a revision with no 5xx has no 5xx series)."""
-    if denominator is None or denominator == 0:
-        return None
-    return (numerator or 0.0) / denominator
-
-
-def condition_values(
-    cond: ConditionSpec,
-    numerator: Mapping[GroupKey, Sequence[MinuteValue]],
-    denominator: Mapping[GroupKey, Sequence[MinuteValue]] | None = None,
-) -> dict[GroupKey, float | None]:
-    """Each group's value at one evaluation, from the per-minute deltas inside its look-back(s)."""
-    if not cond.is_ratio:
-        return {g: aggregate(cond.aggregation, mins) for g, mins in numerator.items()}
-    assert cond.denominator_aggregation is not None
-    den = denominator or {}
-    out: dict[GroupKey, float | None] = {}
-    for group in set(numerator) | set(den):
-        out[group] = ratio(
-            aggregate(cond.aggregation, numerator.get(group, ())),
-            aggregate(cond.denominator_aggregation, den.get(group, ())),
-        )
-    return out
-
-
-def minutes_in(period: timedelta, now: datetime, series: Iterable[tuple[datetime, MinuteValue]]) -> list[MinuteValue]:
-    """The deltas of one group whose minute ends inside the look-back ``(now - period, now]``."""
-    start = now - period
-    return [v for end, v in series if start < end <= now]
-
-
-class MinuteFeed:
-    """Per-minute deltas per (condition, side, group), kept only as long as a look-back needs them.
-
-    ``side`` is ``"num"`` (the condition's ``filter``) or ``"den"`` (its ``denominatorFilter``).
-    Memory is bounded by ``keep`` (the longest look-back) whatever the length of the history fed.
-    """
-
-    def __init__(self, keep: timedelta) -> None:
-        self.keep = keep
-        self._data: dict[tuple[str, str], dict[GroupKey, dict[datetime, MinuteValue]]] = {}
-
-    def add(self, condition: str, side: str, group: GroupKey, end: datetime, value: MinuteValue) -> None:
-        self._data.setdefault((condition, side), {}).setdefault(group, {})[end] = value
-
-    def window(self, condition: str, side: str, now: datetime, period: timedelta) -> dict[GroupKey, list[MinuteValue]]:
-        groups = self._data.get((condition, side), {})
-        out: dict[GroupKey, list[MinuteValue]] = {}
-        for group, minutes in groups.items():
-            found = minutes_in(period, now, minutes.items())
-            if found:
-                out[group] = found
-        return out
-
-    def prune(self, now: datetime) -> None:
-        horizon = now - self.keep
-        for groups in self._data.values():
-            for group in list(groups):
-                minutes = groups[group]
-                for end in [e for e in minutes if e <= horizon]:
-                    del minutes[end]
-                if not minutes:
-                    del groups[group]
-
-    def values(self, cond: ConditionSpec, now: datetime) -> dict[GroupKey, float | None]:
-        """Each group's value of ``cond`` at the evaluation ``now``."""
-        num = self.window(cond.name, "num", now, cond.aggregation.period)
-        den = None
-        if cond.denominator_aggregation is not None:
-            den = self.window(cond.name, "den", now, cond.denominator_aggregation.period)
-        return condition_values(cond, num, den)
 
 
 def evaluate_feed(evaluator: PolicyEvaluator, feed: MinuteFeed, now: datetime) -> list[Event]:

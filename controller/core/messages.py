@@ -12,8 +12,9 @@ from typing import Any
 
 from controller.core.alert import Alert
 from controller.core.decide import Decision, Reason
+from controller.core.durations import format_duration
 from controller.core.mrkdwn import escape, link
-from controller.core.policy import Policy, format_duration
+from controller.core.policy import Policy
 from controller.core.state import Frozen
 
 _HEADERS = {

@@ -27,13 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
-from controller.app.alertpolicies import add_command as _add_alert_policies  # alert-policies
-from controller.app.backtest import add_command as _add_backtest  # backtest (docs/backtest.md)
-from controller.core.policy import Policy, PolicySet, format_duration, policy_warnings
+from controller.core.durations import format_duration
+from controller.core.policy import Policy, policy_warnings
+from controller.core.policy_matching import PolicySet
+from controller.surfaces.cli_alert_policies import add_command as _add_alert_policies  # alert-policies
+from controller.surfaces.cli_backtest import add_command as _add_backtest  # backtest (docs/backtest.md)
 from controller.surfaces.cli_canary import register as _add_canary  # canary status | tick | gate | approve
 from controller.surfaces.cli_common import PROG  # "rollback-controller" or "python -m controller", as invoked
+from controller.surfaces.cli_lab import add_command as _add_lab  # lab (docs/lab.md)
 from controller.surfaces.cli_manual import register as _add_manual  # rollback, undo, hold, release, status
-from controller.surfaces.lab import add_command as _add_lab  # lab (docs/lab.md)
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]

@@ -24,8 +24,9 @@ import yaml
 from tfmodel import MODULE, ROOT, Module, env_keys, first
 
 from controller.adapters.policy_files import load_policy_paths
-from controller.app import alertpolicies
-from controller.app.alertpolicies_terraform import FILENAME, RESOURCE_TYPE, dumps, to_terraform
+from controller.core import alertpolicies
+from controller.core.alertpolicy_terraform import FILENAME, RESOURCE_TYPE, dumps, to_terraform
+from controller.surfaces import cli_alert_policies
 
 FUNCTION = "google_cloudfunctions2_function"
 PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
@@ -340,18 +341,18 @@ def test_terraform_format_matches_the_api_json_field_for_field() -> None:
 
 def test_cli_format_terraform_writes_the_tf_json(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
-    alertpolicies.add_command(parser.add_subparsers(dest="command"))
+    cli_alert_policies.add_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
         ["alert-policies", str(ROOT / "policies"), "--format", "terraform", "--output-dir", str(tmp_path)]
     )
     out, err = io.StringIO(), io.StringIO()
-    assert alertpolicies.run(args, out, err) == 0
+    assert cli_alert_policies.run(args, out, err) == 0
     assert out.getvalue().strip() == str(tmp_path / FILENAME)
     assert "placeholder" not in err.getvalue()  # the module's channel, not the placeholder
     assert (tmp_path / FILENAME).read_text() == generated_terraform()
     printed = io.StringIO()
     args = parser.parse_args(["alert-policies", str(ROOT / "policies"), "--format", "terraform"])
-    assert alertpolicies.run(args, printed, io.StringIO()) == 0
+    assert cli_alert_policies.run(args, printed, io.StringIO()) == 0
     assert json.loads(printed.getvalue())["resource"][RESOURCE_TYPE]
 
 

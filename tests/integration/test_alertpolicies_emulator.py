@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from google.cloud import monitoring_v3
 
-from controller.app.alertpolicies import GeneratedAlertPolicy, generate
-from controller.core.policy import Policy, PolicySet
+from controller.core.alertpolicies import GeneratedAlertPolicy, generate
+from controller.core.policy import Policy
+from controller.core.policy_matching import PolicySet
 from controller.core.stats import Histogram
 from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, MonitoringEmulator, insecure_client
 

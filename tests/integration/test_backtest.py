@@ -14,14 +14,17 @@ from typing import Any
 
 import pytest
 
+from controller.adapters.backtest_sources import monitoring_client, read_revisions
 from controller.adapters.monitoring import MonitoringClient
 from controller.adapters.policy_files import DEFAULT_POLICY_PATH, load_policies
-from controller.app.backtest import JSON_SHAPE, Backtest, monitoring_client, read_revisions, run_backtest, run_command
+from controller.app.backtest import run_backtest
+from controller.core.backtest_model import JSON_SHAPE, Backtest
 from controller.core.state import ServiceRef
 from controller.emulator.cloudrun import CloudRunEmulator
 from controller.emulator.history import Seeded, seed_week
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.surfaces import cli
+from controller.surfaces.cli_backtest import run_command
 
 UNTIL = datetime(2024, 6, 10, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -31,7 +31,7 @@ from controller.app.settings import Settings
 from controller.core.alert import Alert
 from controller.core.canary import CanaryState, GateVerdict, Step
 from controller.core.ledger import Ledger, read_ledger, write_ledger
-from controller.core.policy import PolicySet
+from controller.core.policy_matching import PolicySet
 from controller.core.state import ServiceRef
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator

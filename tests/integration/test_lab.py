@@ -125,7 +125,7 @@ def test_unknown_policy_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "scenario.yaml"
     path.write_text("name: x\npolicy: nope\n")
     err = io.StringIO()
-    from controller.surfaces.lab import run_command
+    from controller.surfaces.cli_lab import run_command
 
     args = cli.build_parser().parse_args(["lab", str(path)])
     assert run_command(args, io.StringIO(), err) == 2

@@ -20,19 +20,19 @@ import pytest
 from google.cloud import monitoring_v3
 
 from controller.adapters.policy_files import load_policies, load_policy_paths
-from controller.app.alertpolicies import (
+from controller.core.alert import METRIC_TRIGGERS, alert_from_incident
+from controller.core.alertpolicies import (
     CHANNEL_PLACEHOLDER,
     MAX_CONDITIONS,
     AlertPolicyError,
     GeneratedAlertPolicy,
-    add_command,
     generate,
     health_window,
-    main,
 )
-from controller.core.alert import METRIC_TRIGGERS, alert_from_incident
 from controller.core.incident import parse_notification
-from controller.core.policy import Policy, PolicySet
+from controller.core.policy import Policy
+from controller.core.policy_matching import PolicySet
+from controller.surfaces.cli_alert_policies import add_command, main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "policies" / "default.yaml"
@@ -540,7 +540,7 @@ def test_importing_the_module_does_not_import_google_cloud() -> None:
 
     # A bare ``google.cloud`` namespace module may exist at startup (*-nspkg.pth); its children may not.
     code = (
-        "import sys, controller.app.alertpolicies; "
+        "import sys, controller.core.alertpolicies; "
         "sys.exit(any(m.startswith(('google.cloud.', 'google.api_core', 'grpc')) for m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True)

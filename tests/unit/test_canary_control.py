@@ -15,7 +15,8 @@ from controller.app.settings import Settings
 from controller.core.canary import CanaryState, GateVerdict, Judgement, Step
 from controller.core.errors import PermanentError
 from controller.core.ledger import Hold, Ledger, read_ledger, write_ledger
-from controller.core.policy import Policy, PolicySet
+from controller.core.policy import Policy
+from controller.core.policy_matching import PolicySet
 from controller.core.slack_blocks import ACTION_PROMOTE, parse_promote_value
 from controller.core.state import ServiceRef
 from controller.core.stats import ExponentialBuckets, Histogram, bucket_index, num_buckets

@@ -30,7 +30,8 @@ from controller.core.canary import (
 )
 from controller.core.ledger import Ledger, write_ledger
 from controller.core.messages import SlackMessage
-from controller.core.policy import Canary, Policy, PolicySet, policy_warnings
+from controller.core.policy import Canary, Policy, policy_warnings
+from controller.core.policy_matching import PolicySet
 from controller.core.state import ServiceRef, ServiceState, TrafficTarget
 
 STABLE, CANDIDATE, PREVIEW = "svc-00041-abc", "svc-00042-xyz", "svc-00043-pre"

@@ -34,6 +34,7 @@ from controller.adapters.monitoring import (
     service_filter,
     trailing_window,
 )
+from controller.core.ratios import ratio
 from controller.core.state import ServiceRef
 from controller.core.stats import (
     ExplicitBuckets,
@@ -42,7 +43,6 @@ from controller.core.stats import (
     LinearBuckets,
     bucket_bounds,
     bucket_index,
-    ratio,
 )
 from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, histogram_to_proto
 

@@ -26,8 +26,10 @@ from controller.adapters.policy_files import (
     validate_paths,
 )
 from controller.core.alert import Alert
+from controller.core.durations import format_duration, parse_duration
 from controller.core.errors import PolicyError
-from controller.core.policy import Canary, Match, Policy, PolicySet, format_duration, parse_duration, score_match
+from controller.core.policy import Canary, Match, Policy
+from controller.core.policy_matching import PolicySet, score_match
 from controller.surfaces.cli import schema_text
 
 ROOT = Path(__file__).resolve().parents[2]

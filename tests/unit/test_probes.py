@@ -12,9 +12,10 @@ from pathlib import Path
 from support import T0
 
 from controller.adapters.policy_files import load_policies
-from controller.app.alertpolicies import add_command, generate
+from controller.core.alertpolicies import generate
 from controller.core.probes import blind_spot, liveness_period
 from controller.core.state import Revision
+from controller.surfaces.cli_alert_policies import add_command
 
 DEFAULT = Path(__file__).resolve().parent.parent.parent / "policies" / "default.yaml"
 

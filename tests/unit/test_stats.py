@@ -10,6 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from controller.core.ratios import (
+    ratio,
+    wilson_interval,
+)
 from controller.core.stats import (
     BucketOptions,
     ExplicitBuckets,
@@ -21,8 +25,6 @@ from controller.core.stats import (
     bucket_options_from_dict,
     merge_all,
     num_buckets,
-    ratio,
-    wilson_interval,
 )
 
 # The exact 97.5 % normal quantile (scipy.stats.norm.ppf(0.975)), which statsmodels' and R's

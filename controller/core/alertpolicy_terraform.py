@@ -1,6 +1,6 @@
 """The generated alert policies as Terraform JSON (``alert-policies --format terraform``).
 
-``controller.alertpolicies`` builds each AlertPolicy in the API's JSON form; this module writes the
+``controller.core.alertpolicies`` builds each AlertPolicy in the API's JSON form; this module writes the
 same policies as ``google_monitoring_alert_policy`` resources in Terraform's JSON syntax
 (``*.tf.json``), so a Terraform user keeps the thresholds declared once, in the rollback policies.
 
@@ -25,8 +25,8 @@ from typing import Any, Final, Protocol
 
 
 class GeneratedAlertPolicy(Protocol):
-    """What this writer reads of ``alertpolicies.GeneratedAlertPolicy`` (a Protocol, so the
-    generator can import this writer without an import cycle)."""
+    """What this writer reads of ``controller.core.alertpolicies.GeneratedAlertPolicy`` (a Protocol:
+    the writer depends on these three fields only, not on the generator)."""
 
     @property
     def policy(self) -> str: ...
