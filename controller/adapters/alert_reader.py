@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from controller.adapters.monitoring import histogram_from_distribution
 from controller.core.evaluator import ConditionSpec, GroupKey, MinuteValue, group_key
+from controller.core.timeseries import histogram_from_distribution
 
 __all__ = ["MAX_PAGES", "MINUTE", "read_minutes"]
 

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.adapters.cloudrun import CloudRunApi
-from controller.adapters.monitoring import EvidenceCache, MonitoringApi, MonitoringUnavailable, Window
+from controller.adapters.monitoring import EvidenceCache, MonitoringApi, MonitoringUnavailable
 from controller.adapters.policy_files import load_for_runtime
 from controller.adapters.slack import Notifier
 from controller.app.commit import Change, commit
@@ -52,6 +52,7 @@ from controller.core import canary
 from controller.core.canary import CanaryDecision, CanaryState, Comparison, GateVerdict, Judgement, Step
 from controller.core.canary_messages import render_canary
 from controller.core.errors import ControllerError, PermanentError
+from controller.core.evidence import Window
 from controller.core.ledger import Ledger, read_ledger
 from controller.core.policy import Policy, PolicySet
 from controller.core.state import Frozen, ServiceRef, ServiceState, TrafficTarget

@@ -27,15 +27,7 @@ from typing import Any
 from controller.adapters import logs
 from controller.adapters.cloudrun import Applied, CloudRunApi, CloudRunClient, OperationFailed
 from controller.adapters.deadline import Deadline, scope
-from controller.adapters.monitoring import (
-    Evidence,
-    EvidenceCache,
-    MonitoringApi,
-    MonitoringUnavailable,
-    Window,
-    revision_window_before,
-    trailing_window,
-)
+from controller.adapters.monitoring import EvidenceCache, MonitoringApi, MonitoringUnavailable
 from controller.adapters.policy_files import load_for_runtime
 from controller.adapters.slack import Notifier
 from controller.app.commit import Change, commit
@@ -51,6 +43,7 @@ from controller.core.errors import (
     PermanentError,
     TemporaryError,
 )
+from controller.core.evidence import Evidence, Window, revision_window_before, trailing_window
 from controller.core.incident import DeliveryInfo, parse_cloud_event
 from controller.core.ledger import Ledger, read_ledger
 from controller.core.messages import FAILED_HEADER, LATE_HEADER, UNCONFIRMED_HEADER, render

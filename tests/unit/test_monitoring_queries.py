@@ -18,20 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.adapters.monitoring import (
+from controller.core.evidence import (
     ALL_SIGNALS,
     Evidence,
     RevisionNumbers,
     Window,
     alignment_period,
     build_evidence,
-    count_by_revision,
-    histogram_from_distribution,
-    latency_by_revision,
-    queries,
-    request_counts_by_revision,
     revision_window_before,
-    service_filter,
     trailing_window,
 )
 from controller.core.state import ServiceRef
@@ -43,6 +37,14 @@ from controller.core.stats import (
     bucket_bounds,
     bucket_index,
     ratio,
+)
+from controller.core.timeseries import (
+    count_by_revision,
+    histogram_from_distribution,
+    latency_by_revision,
+    queries,
+    request_counts_by_revision,
+    service_filter,
 )
 from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, histogram_to_proto
 
@@ -318,7 +320,7 @@ def test_evidence_is_immutable() -> None:
 def test_importing_the_adapter_loads_no_client_library() -> None:
     """Cold start: google.cloud.monitoring_v3 and grpc are imported on first use, not on import."""
     code = (
-        "import sys, controller.monitoring\n"
+        "import sys, controller.adapters.monitoring\n"
         "heavy = [m for m in ('grpc', 'google.cloud.monitoring_v3', 'google.api_core', 'google.auth') "
         "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
