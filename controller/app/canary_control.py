@@ -399,7 +399,7 @@ class CanaryControl:
 
 def report_json(report: CanaryReport) -> dict[str, Any]:
     """A tick's outcome as the API answers it and ``--json`` prints it (traffic in Cloud Run's words)."""
-    from controller.app.manual import traffic_json
+    from controller.core.manual_results import traffic_json
 
     data = report.model_dump(mode="json")
     data["traffic"] = traffic_json(report.traffic)
@@ -413,7 +413,7 @@ def gate_json(report: GateReport) -> dict[str, Any]:
 
 
 def status_json(status: CanaryStatus) -> dict[str, Any]:
-    from controller.app.manual import traffic_json
+    from controller.core.manual_results import traffic_json
 
     data = status.model_dump(mode="json")
     data["traffic"] = traffic_json(status.traffic)

@@ -16,7 +16,6 @@ from support import T0, InMemoryCloudRun, RecordingNotifier, pinned, rev, state
 
 from controller.adapters.cloudrun import Applied
 from controller.app.canary_control import CanaryControl
-from controller.app.manual import RECENT_ACTION, plan_rollback, plan_undo
 from controller.app.settings import Settings
 from controller.core.canary import (
     CanaryState,
@@ -29,6 +28,7 @@ from controller.core.canary import (
 )
 from controller.core.evidence import Evidence, Window
 from controller.core.ledger import Ledger, write_ledger
+from controller.core.manual_plans import RECENT_ACTION, plan_rollback, plan_undo
 from controller.core.messages import SlackMessage
 from controller.core.policy import Canary, Policy, PolicySet, policy_warnings
 from controller.core.state import ServiceRef, ServiceState, TrafficTarget
