@@ -11,8 +11,7 @@ readers of the answers in :mod:`controller.core.timeseries`. This module holds t
 * :class:`MonitoringClient`: it imports ``google.cloud.monitoring_v3`` and ``grpc`` lazily (a Cloud
   Function's cold start is paid by the first alert of an incident), turns each
   :class:`~controller.core.timeseries.Query` into a ``ListTimeSeriesRequest``, and keeps the whole
-  :meth:`~MonitoringClient.evidence` call inside a time budget;
-* :class:`EvidenceCache`, a memo over a ``MonitoringApi`` for one delivery or one tick.
+  :meth:`~MonitoringClient.evidence` call inside a time budget.
 
 Failures of any kind (outage, timeout, no credentials, permission denied, an unusable answer)
 become :class:`MonitoringUnavailable`; the engine then applies the policy's fallback.
@@ -24,7 +23,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from controller.core.errors import TemporaryError
@@ -42,7 +40,6 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = [
-    "EvidenceCache",
     "MonitoringApi",
     "MonitoringClient",
     "MonitoringUnavailable",
@@ -194,33 +191,6 @@ def _describe(exc: BaseException) -> str:
         status = exc.grpc_status_code.name if exc.grpc_status_code is not None else str(exc.code)
         return f"{status}: {exc.message}"
     return f"{type(exc).__name__}: {exc}"
-
-
-class EvidenceCache:
-    """A memo over a ``MonitoringApi`` for one delivery or one tick.
-
-    Each (window, signals) is asked once, even when the caller re-plans after an etag conflict;
-    and once Monitoring has failed it is not asked again, so an outage costs one deadline, not one
-    per look-up. ``failure`` says why, for logs and Slack.
-    """
-
-    def __init__(self, monitoring: MonitoringApi | None, ref: ServiceRef) -> None:
-        self._monitoring = monitoring
-        self._ref = ref
-        self._answers: dict[tuple[datetime, datetime, frozenset[str]], Evidence] = {}
-        self.failure = "" if monitoring is not None else "Cloud Monitoring is not configured"
-
-    def get(self, window: Window, signals: frozenset[str]) -> Evidence:
-        if self.failure or self._monitoring is None:
-            raise MonitoringUnavailable(self.failure)
-        key = (window.start, window.end, signals)
-        if key not in self._answers:
-            try:
-                self._answers[key] = self._monitoring.evidence(self._ref, window, signals=signals)
-            except MonitoringUnavailable as exc:
-                self.failure = str(exc) or type(exc).__name__
-                raise
-        return self._answers[key]
 
 
 class MonitoringClient:

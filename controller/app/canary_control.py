@@ -43,10 +43,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.adapters.cloudrun import CloudRunApi
-from controller.adapters.monitoring import EvidenceCache, MonitoringApi, MonitoringUnavailable
+from controller.adapters.monitoring import MonitoringApi, MonitoringUnavailable
 from controller.adapters.policy_files import load_for_runtime
 from controller.adapters.slack import Notifier
 from controller.app.commit import Change, commit
+from controller.app.evidence_cache import EvidenceCache
 from controller.app.settings import Settings
 from controller.core import canary
 from controller.core.canary import CanaryDecision, CanaryState, Comparison, GateVerdict, Judgement, Step

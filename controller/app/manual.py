@@ -13,7 +13,7 @@ automation, so humans and the controller never fight over traffic:
 A refusal is a :class:`~controller.core.manual_plans.Refusal` naming the guard that refused;
 :class:`ManualControl` raises it as :class:`Refused` (the HTTP layer answers 409 with the guard's
 name, the CLI exits 1). :data:`ACTIONS` is the one dispatch table from an action's name to its
-method and argument model, which every surface uses.
+method and argument model (:func:`perform` dispatches through it).
 
 Manual actions are never counted in the automatic daily budget nor the alert path's cooldown
 (``record_action(automatic=False)``), and hold does not block them.
@@ -366,7 +366,7 @@ class ActionSpec:
     args: type[Frozen]
 
 
-# Action name -> how to perform it: the HTTP routes, the Slack buttons and the CLI all dispatch here.
+# Action name -> how to perform it; the CLI and the Slack buttons dispatch here (through perform).
 ACTIONS: Final[Mapping[str, ActionSpec]] = MappingProxyType(
     {
         "rollback": ActionSpec(ManualControl.rollback, RollbackArgs),
