@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from controller.adapters.monitoring import histogram_from_distribution
 from controller.core.alertpolicy_spec import ConditionSpec
 from controller.core.series_values import GroupKey, MinuteValue, group_key
+from controller.core.timeseries import histogram_from_distribution
 
 __all__ = ["MAX_PAGES", "MINUTE", "read_minutes"]
 

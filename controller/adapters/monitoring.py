@@ -1,30 +1,16 @@
-"""Cloud Monitoring adapter: per-revision evidence (requests, 5xx ratio, latency percentiles, probe failures).
+"""Cloud Monitoring adapter: per-revision evidence over gRPC, inside a time budget.
 
 Before the controller acts on an alert it checks the alert's claim against Cloud Monitoring's own
 per-revision numbers ("evidence before action"). This module fetches those numbers for one service
-and one time window with at most one ``ListTimeSeries`` call per signal — never one per revision:
+and one time window with at most one ``ListTimeSeries`` call per signal — never one per revision.
+What is asked and how answers become numbers is pure and lives in the core: the windows and the
+value objects in :mod:`controller.core.evidence`, the requests (filters, aggregation) and the
+readers of the answers in :mod:`controller.core.timeseries`. This module holds the I/O:
 
-* ``error_rate``: ``run.googleapis.com/request_count``, ALIGN_DELTA + REDUCE_SUM grouped by
-  ``resource.label.revision_name`` and ``metric.label.response_code_class`` → requests (every
-  class) and errors ("5xx");
-* ``latency``: ``run.googleapis.com/request_latencies``, ALIGN_DELTA + REDUCE_SUM grouped by
-  revision (the reducer merges distributions) → p50/p95/p99 of the merged histogram;
-* ``health``: ``run.googleapis.com/container/completed_probe_attempt_count`` with
-  ``metric.label.is_healthy = false``, ALIGN_DELTA + REDUCE_SUM grouped by revision → failed
-  probe attempts.
-
-Every filter is scoped to the service (``service_name`` and ``location``); the request's ``name`` is
-``projects/<project>``. The alignment period is the window rounded up to whole minutes, so usually
-one point per series comes back, but the window may straddle two alignment buckets and every point
-returned is summed. Percentiles are read from the *merged* distribution of each revision (all
-response classes, all points), never as a percentile of percentiles.
-
-The module has two halves:
-
-* pure helpers (windows, filters, request specs, proto → numbers), importable and testable without
-  any Google library installed;
-* :class:`MonitoringClient`, the I/O: it imports ``google.cloud.monitoring_v3`` and ``grpc`` lazily
-  (a Cloud Function's cold start is paid by the first alert of an incident) and keeps the whole
+* :class:`MonitoringApi`, what the engine needs (the port; test fakes implement it too);
+* :class:`MonitoringClient`: it imports ``google.cloud.monitoring_v3`` and ``grpc`` lazily (a Cloud
+  Function's cold start is paid by the first alert of an incident), turns each
+  :class:`~controller.core.timeseries.Query` into a ``ListTimeSeriesRequest``, and keeps the whole
   :meth:`~MonitoringClient.evidence` call inside a time budget.
 
 Failures of any kind (outage, timeout, no credentials, permission denied, an unusable answer)
@@ -34,63 +20,34 @@ become :class:`MonitoringUnavailable`; the engine then applies the policy's fall
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
-
-from pydantic import model_validator
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from controller.core.errors import TemporaryError
-from controller.core.ratios import ratio
-from controller.core.state import Frozen, ServiceRef
-from controller.core.stats import (
-    BucketOptions,
-    ExplicitBuckets,
-    ExponentialBuckets,
-    Histogram,
-    LinearBuckets,
+from controller.core.evidence import Evidence, Window, build_evidence
+from controller.core.state import ServiceRef
+from controller.core.timeseries import (
+    Query,
+    count_by_revision,
+    latency_by_revision,
+    queries,
+    request_counts_by_revision,
 )
 
 if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = [
-    "ALL_SIGNALS",
-    "Evidence",
     "MonitoringApi",
     "MonitoringClient",
     "MonitoringUnavailable",
-    "Query",
-    "RevisionNumbers",
-    "Signal",
-    "Window",
-    "alignment_period",
-    "build_evidence",
-    "count_by_revision",
-    "histogram_from_distribution",
-    "latency_by_revision",
-    "queries",
-    "request_counts_by_revision",
-    "revision_window_before",
-    "service_filter",
-    "trailing_window",
+    "reset_credentials",
 ]
 
-log = logging.getLogger(__name__)
-
-Signal = Literal["error_rate", "latency", "health"]
-ALL_SIGNALS: frozenset[str] = frozenset({"error_rate", "latency", "health"})
-
-REQUEST_COUNT = "run.googleapis.com/request_count"
-REQUEST_LATENCIES = "run.googleapis.com/request_latencies"
-PROBE_ATTEMPTS = "run.googleapis.com/container/completed_probe_attempt_count"
-_RESOURCE_TYPE = "cloud_run_revision"
-_REVISION = "resource.label.revision_name"
-_CLASS = "metric.label.response_code_class"
+# The logger keeps its name from before the layer folders: "logger" is a field of every log line.
+log = logging.getLogger("controller.monitoring")
 
 # Least privilege: reading time series needs nothing more.
 _SCOPES = ("https://www.googleapis.com/auth/monitoring.read",)
@@ -106,341 +63,10 @@ class MonitoringUnavailable(TemporaryError):
     """
 
 
-# --------------------------------------------------------------------------------------------
-# Value objects
-# --------------------------------------------------------------------------------------------
-
-
-class Window(Frozen):
-    """A time window ``(start, end]`` (Monitoring's read interval); both ends timezone-aware."""
-
-    start: datetime
-    end: datetime
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("window bounds must be timezone-aware")
-        if self.start >= self.end:
-            raise ValueError(f"window start {self.start.isoformat()} is not before its end {self.end.isoformat()}")
-        return self
-
-    @property
-    def length(self) -> timedelta:
-        return self.end - self.start
-
-
-class RevisionNumbers(Frozen):
-    """What Cloud Monitoring says about one revision over one window.
-
-    ``error_ratio`` is 0.0 with no requests, and its Wilson bounds are then the uninformative
-    [0, 1]: look at ``requests`` before concluding anything. Percentiles come from the merged
-    latency distribution and are None without latency data. ``health_failures`` is None when
-    health was not queried.
-    """
-
-    revision: str
-    requests: int
-    errors: int
-    error_ratio: float
-    error_ratio_lower: float
-    error_ratio_upper: float
-    latency_count: int
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    health_failures: int | None
-
-    @classmethod
-    def build(
-        cls,
-        revision: str,
-        *,
-        requests: int = 0,
-        errors: int = 0,
-        latency: Histogram | None = None,
-        health_failures: int | None = None,
-    ) -> RevisionNumbers:
-        """Derive the ratio, its bounds and the percentiles from raw counts and a merged histogram."""
-        r = ratio(errors, requests)
-        count = latency.count if latency is not None else 0
-
-        def pct(q: float) -> float | None:
-            return latency.percentile(q) if latency is not None and count else None
-
-        return cls(
-            revision=revision,
-            requests=requests,
-            errors=errors,
-            error_ratio=r.value,
-            error_ratio_lower=r.lower,
-            error_ratio_upper=r.upper,
-            latency_count=count,
-            p50_ms=pct(50.0),
-            p95_ms=pct(95.0),
-            p99_ms=pct(99.0),
-            health_failures=health_failures,
-        )
-
-
-class Evidence(Frozen):
-    """Per-revision numbers for one service over one window.
-
-    ``revisions`` holds every revision with data in any queried signal; a revision without any
-    series is absent, which means zero requests (Monitoring writes no points for idle revisions).
-    ``calls`` counts ListTimeSeries attempts, pages and retries included (one per signal when
-    all goes well). ``signals`` records what was queried, so :meth:`get` can tell "no probe
-    failures" (0) from "probes not queried" (None); it defaults to all three.
-    """
-
-    window: Window
-    revisions: dict[str, RevisionNumbers]
-    calls: int
-    signals: frozenset[str] = ALL_SIGNALS
-
-    def get(self, revision: str) -> RevisionNumbers:
-        """The revision's numbers; zeros (no requests, no latency data) when it has no series."""
-        found = self.revisions.get(revision)
-        if found is not None:
-            return found
-        return RevisionNumbers.build(revision, health_failures=0 if "health" in self.signals else None)
-
-
 class MonitoringApi(Protocol):
     """What the engine needs from Cloud Monitoring; :class:`MonitoringClient` and test fakes implement it."""
 
     def evidence(self, ref: ServiceRef, window: Window, *, signals: frozenset[str]) -> Evidence: ...
-
-
-# --------------------------------------------------------------------------------------------
-# Pure helpers: windows
-# --------------------------------------------------------------------------------------------
-
-
-def _aware(name: str, moment: datetime) -> None:
-    if moment.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
-
-
-def trailing_window(now: datetime, length: timedelta, lag: timedelta = timedelta(0)) -> Window:
-    """The ``length`` long window ending ``lag`` before ``now``.
-
-    Cloud Run metrics become visible up to 2–3 minutes after the fact, so a caller that wants
-    complete buckets passes a lag; one that prefers fresh but partial data passes none.
-    """
-    _aware("now", now)
-    if length <= timedelta(0):
-        raise ValueError(f"window length must be positive, got {length}")
-    if lag < timedelta(0):
-        raise ValueError(f"lag must not be negative, got {lag}")
-    end = now - lag
-    return Window(start=end - length, end=end)
-
-
-def revision_window_before(created: datetime, length: timedelta) -> Window:
-    """The ``length`` long window that ends when a revision started taking traffic.
-
-    Used for a baseline: how the service behaved just before the suspect revision arrived.
-    """
-    _aware("created", created)
-    if length <= timedelta(0):
-        raise ValueError(f"window length must be positive, got {length}")
-    return Window(start=created - length, end=created)
-
-
-def alignment_period(window: Window) -> timedelta:
-    """The window's length rounded *up* to whole minutes, at least 60 s (Monitoring's minimum).
-
-    Rounding up (not down) means one alignment bucket can hold the whole window; a window that
-    is not minute-aligned still straddles two buckets, which is why every point is summed.
-    """
-    seconds = window.length.total_seconds()
-    minutes = max(1, math.ceil(seconds / 60.0 - 1e-9))
-    return timedelta(minutes=minutes)
-
-
-# --------------------------------------------------------------------------------------------
-# Pure helpers: queries
-# --------------------------------------------------------------------------------------------
-
-
-def _quote(value: str) -> str:
-    """A filter string literal (double quotes; backslash and quote escaped)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def service_filter(metric_type: str, ref: ServiceRef, extra: Iterable[str] = ()) -> str:
-    """``metric.type = "…" AND resource.type = "cloud_run_revision" AND <service scope> [AND extra…]``."""
-    parts = [
-        f"metric.type = {_quote(metric_type)}",
-        f"resource.type = {_quote(_RESOURCE_TYPE)}",
-        f"resource.label.service_name = {_quote(ref.service)}",
-        f"resource.label.location = {_quote(ref.region)}",
-        *extra,
-    ]
-    return " AND ".join(parts)
-
-
-@dataclass(frozen=True)
-class Query:
-    """One ListTimeSeries request, in plain values (the I/O layer turns it into the proto)."""
-
-    signal: str
-    name: str
-    filter: str
-    start: datetime
-    end: datetime
-    alignment_period: timedelta
-    aligner: str
-    reducer: str
-    group_by: tuple[str, ...]
-
-
-def queries(ref: ServiceRef, window: Window, signals: Iterable[str]) -> list[Query]:
-    """The requests for ``signals``, one per signal, in a fixed order (error_rate, latency, health)."""
-    wanted = frozenset(signals)
-    unknown = wanted - ALL_SIGNALS
-    if unknown:
-        raise ValueError(f"unknown signals {sorted(unknown)}; known: {sorted(ALL_SIGNALS)}")
-    period = alignment_period(window)
-
-    def query(signal: str, metric_type: str, group_by: tuple[str, ...], extra: tuple[str, ...] = ()) -> Query:
-        return Query(
-            signal=signal,
-            name=f"projects/{ref.project}",
-            filter=service_filter(metric_type, ref, extra),
-            start=window.start,
-            end=window.end,
-            alignment_period=period,
-            aligner="ALIGN_DELTA",
-            reducer="REDUCE_SUM",
-            group_by=group_by,
-        )
-
-    out: list[Query] = []
-    if "error_rate" in wanted:
-        out.append(query("error_rate", REQUEST_COUNT, (_REVISION, _CLASS)))
-    if "latency" in wanted:
-        # ALIGN_DELTA keeps distributions and REDUCE_SUM merges them per revision: the exact
-        # histogram of every request, from which any percentile can be read client-side.
-        out.append(query("latency", REQUEST_LATENCIES, (_REVISION,)))
-    if "health" in wanted:
-        # is_healthy is a BOOL label: compared unquoted, as Monitoring filters on bools are.
-        out.append(query("health", PROBE_ATTEMPTS, (_REVISION,), ("metric.label.is_healthy = false",)))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Pure helpers: protos → numbers (duck-typed on the raw protobuf messages; no imports needed)
-# --------------------------------------------------------------------------------------------
-
-
-def histogram_from_distribution(dist: Any) -> Histogram | None:
-    """A ``google.api.Distribution`` (raw protobuf) → :class:`~controller.stats.Histogram`.
-
-    Returns None for an empty distribution (count 0), which Monitoring may send without bucket
-    options. Raises ValueError for a non-empty one without bucket options (no percentile can be
-    read from it). The emulator keeps its own converter: production code does not import it.
-    """
-    which = dist.bucket_options.WhichOneof("options")
-    if which is None:
-        if int(dist.count) == 0:
-            return None
-        raise ValueError(f"a distribution of {dist.count} values has no bucket options")
-    options: BucketOptions
-    if which == "linear_buckets":
-        lb = dist.bucket_options.linear_buckets
-        options = LinearBuckets(int(lb.num_finite_buckets), float(lb.width), float(lb.offset))
-    elif which == "exponential_buckets":
-        eb = dist.bucket_options.exponential_buckets
-        options = ExponentialBuckets(int(eb.num_finite_buckets), float(eb.growth_factor), float(eb.scale))
-    else:
-        options = ExplicitBuckets(tuple(float(b) for b in dist.bucket_options.explicit_buckets.bounds))
-    hist = Histogram(
-        options=options,
-        counts=tuple(int(c) for c in dist.bucket_counts),
-        mean=float(dist.mean),
-        sum_of_squared_deviation=float(dist.sum_of_squared_deviation),
-    )
-    return hist if hist.count else None
-
-
-def _int_value(value: Any) -> int:
-    """An INT64 (or, after some reducers, DOUBLE) point value as an int; other kinds are errors."""
-    which = value.WhichOneof("value")
-    if which == "int64_value":
-        return int(value.int64_value)
-    if which == "double_value":
-        return round(float(value.double_value))
-    raise ValueError(f"expected a count, got a {which} value")
-
-
-def count_by_revision(series: Iterable[Any]) -> dict[str, int]:
-    """Sum every point of every series per ``revision_name`` (the window may straddle buckets)."""
-    out: dict[str, int] = {}
-    for ts in series:
-        revision = ts.resource.labels.get("revision_name", "")
-        total = sum(_int_value(p.value) for p in ts.points)
-        out[revision] = out.get(revision, 0) + total
-    return out
-
-
-def request_counts_by_revision(series: Iterable[Any]) -> dict[str, tuple[int, int]]:
-    """``request_count`` series → ``{revision: (requests, errors)}``: all classes, and "5xx"."""
-    out: dict[str, tuple[int, int]] = {}
-    for ts in series:
-        revision = ts.resource.labels.get("revision_name", "")
-        total = sum(_int_value(p.value) for p in ts.points)
-        is_error = ts.metric.labels.get("response_code_class", "") == "5xx"
-        requests, errors = out.get(revision, (0, 0))
-        out[revision] = (requests + total, errors + (total if is_error else 0))
-    return out
-
-
-def latency_by_revision(series: Iterable[Any]) -> dict[str, Histogram]:
-    """``request_latencies`` series → one merged histogram per revision (every point, every series)."""
-    out: dict[str, Histogram] = {}
-    for ts in series:
-        revision = ts.resource.labels.get("revision_name", "")
-        for p in ts.points:
-            if p.value.WhichOneof("value") != "distribution_value":
-                raise ValueError(f"expected a distribution for {revision}, got {p.value.WhichOneof('value')}")
-            hist = histogram_from_distribution(p.value.distribution_value)
-            if hist is None:
-                continue
-            previous = out.get(revision)
-            # merge() refuses different layouts rather than re-binning: that would invent where
-            # values lay inside a bucket.
-            out[revision] = hist if previous is None else previous.merge(hist)
-    return out
-
-
-def build_evidence(
-    window: Window,
-    signals: frozenset[str],
-    calls: int,
-    *,
-    counts: Mapping[str, tuple[int, int]] | None = None,
-    latencies: Mapping[str, Histogram] | None = None,
-    health: Mapping[str, int] | None = None,
-) -> Evidence:
-    """Combine per-signal results into :class:`Evidence` (one entry per revision with any data)."""
-    counts = counts or {}
-    latencies = latencies or {}
-    health = health or {}
-    names = sorted(set(counts) | set(latencies) | set(health))
-    with_health = "health" in signals
-    revisions = {
-        name: RevisionNumbers.build(
-            name,
-            requests=counts.get(name, (0, 0))[0],
-            errors=counts.get(name, (0, 0))[1],
-            latency=latencies.get(name),
-            health_failures=health.get(name, 0) if with_health else None,
-        )
-        for name in names
-    }
-    return Evidence(window=window, revisions=revisions, calls=calls, signals=signals)
 
 
 # --------------------------------------------------------------------------------------------
@@ -565,33 +191,6 @@ def _describe(exc: BaseException) -> str:
         status = exc.grpc_status_code.name if exc.grpc_status_code is not None else str(exc.code)
         return f"{status}: {exc.message}"
     return f"{type(exc).__name__}: {exc}"
-
-
-class EvidenceCache:
-    """A memo over a ``MonitoringApi`` for one delivery or one tick.
-
-    Each (window, signals) is asked once, even when the caller re-plans after an etag conflict;
-    and once Monitoring has failed it is not asked again, so an outage costs one deadline, not one
-    per look-up. ``failure`` says why, for logs and Slack.
-    """
-
-    def __init__(self, monitoring: MonitoringApi | None, ref: ServiceRef) -> None:
-        self._monitoring = monitoring
-        self._ref = ref
-        self._answers: dict[tuple[datetime, datetime, frozenset[str]], Evidence] = {}
-        self.failure = "" if monitoring is not None else "Cloud Monitoring is not configured"
-
-    def get(self, window: Window, signals: frozenset[str]) -> Evidence:
-        if self.failure or self._monitoring is None:
-            raise MonitoringUnavailable(self.failure)
-        key = (window.start, window.end, signals)
-        if key not in self._answers:
-            try:
-                self._answers[key] = self._monitoring.evidence(self._ref, window, signals=signals)
-            except MonitoringUnavailable as exc:
-                self.failure = str(exc) or type(exc).__name__
-                raise
-        return self._answers[key]
 
 
 class MonitoringClient:

@@ -140,7 +140,8 @@ class _Replay:
         self.pending[alert.incident_id] = found
 
     def _decide(self, alert: Alert, at: datetime) -> Found:
-        from controller.adapters.monitoring import MonitoringUnavailable, Window, revision_window_before
+        from controller.adapters.monitoring import MonitoringUnavailable
+        from controller.core.evidence import Window, revision_window_before
         from controller.core.verify import judge, measure, trigger_window, unavailable
 
         trigger = alert.trigger

@@ -43,15 +43,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.adapters.cloudrun import CloudRunApi
-from controller.adapters.monitoring import EvidenceCache, MonitoringApi, MonitoringUnavailable, Window
+from controller.adapters.monitoring import MonitoringApi, MonitoringUnavailable
 from controller.adapters.policy_files import load_for_runtime
 from controller.adapters.slack import Notifier
 from controller.app.commit import Change, commit
+from controller.app.evidence_cache import EvidenceCache
 from controller.app.settings import Settings
 from controller.core import canary
 from controller.core.canary import CanaryDecision, CanaryState, Comparison, GateVerdict, Judgement, Step
 from controller.core.canary_messages import render_canary
 from controller.core.errors import ControllerError, PermanentError
+from controller.core.evidence import Window
 from controller.core.ledger import Ledger, read_ledger
 from controller.core.policy import Policy
 from controller.core.policy_matching import PolicySet
@@ -399,7 +401,7 @@ class CanaryControl:
 
 def report_json(report: CanaryReport) -> dict[str, Any]:
     """A tick's outcome as the API answers it and ``--json`` prints it (traffic in Cloud Run's words)."""
-    from controller.app.manual import traffic_json
+    from controller.core.manual_results import traffic_json
 
     data = report.model_dump(mode="json")
     data["traffic"] = traffic_json(report.traffic)
@@ -413,7 +415,7 @@ def gate_json(report: GateReport) -> dict[str, Any]:
 
 
 def status_json(status: CanaryStatus) -> dict[str, Any]:
-    from controller.app.manual import traffic_json
+    from controller.core.manual_results import traffic_json
 
     data = status.model_dump(mode="json")
     data["traffic"] = traffic_json(status.traffic)

@@ -27,18 +27,11 @@ from typing import Any
 from controller.adapters import logs
 from controller.adapters.cloudrun import Applied, CloudRunApi, CloudRunClient, OperationFailed
 from controller.adapters.deadline import Deadline, scope
-from controller.adapters.monitoring import (
-    Evidence,
-    EvidenceCache,
-    MonitoringApi,
-    MonitoringUnavailable,
-    Window,
-    revision_window_before,
-    trailing_window,
-)
+from controller.adapters.monitoring import MonitoringApi, MonitoringUnavailable
 from controller.adapters.policy_files import load_for_runtime
 from controller.adapters.slack import Notifier
 from controller.app.commit import Change, commit
+from controller.app.evidence_cache import EvidenceCache
 from controller.app.settings import Settings
 from controller.app.wiring import build_notifier
 from controller.core.alert import Alert, alert_from_incident, check_names
@@ -51,6 +44,7 @@ from controller.core.errors import (
     PermanentError,
     TemporaryError,
 )
+from controller.core.evidence import Evidence, Window, revision_window_before, trailing_window
 from controller.core.incident import DeliveryInfo, parse_cloud_event
 from controller.core.ledger import Ledger, read_ledger
 from controller.core.messages import FAILED_HEADER, LATE_HEADER, UNCONFIRMED_HEADER, render

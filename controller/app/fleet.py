@@ -69,7 +69,7 @@ def fleet_status(run: CloudRunApi, project: str, region: str) -> list[FleetRow]:
 
 def fleet_json(rows: list[FleetRow]) -> dict[str, Any]:
     """``{"services": [...], "count": N}``; traffic in the API's form, as ``GET /status`` answers it."""
-    from controller.app.manual import traffic_json
+    from controller.core.manual_results import traffic_json
 
     services = []
     for row in rows:

@@ -165,6 +165,22 @@ def canary_after_rollback(ledger: Ledger, suspect: str) -> dict[str, object] | N
     return ledger.canary
 
 
+def ledger_after_rollback(
+    ledger: Ledger, action: Action, *, quarantine_reason: str, automatic: bool, now: datetime
+) -> Ledger:
+    """The ledger after a rollback ``action`` (automatic or manual) moved traffic from
+    ``action.from_revision`` to ``action.to_revision``: the revision moved away from is quarantined
+    (so nothing automatic promotes it again), the target becomes the last-good revision, a canary of
+    the quarantined candidate ends, and the action is the last one (what undo restores)."""
+    suspect = action.from_revision
+    return (
+        ledger.quarantine(suspect, reason=quarantine_reason, now=now)
+        .with_last_good(action.to_revision)
+        .model_copy(update={"canary": canary_after_rollback(ledger, suspect)})
+        .record_action(action, automatic=automatic, now=now)
+    )
+
+
 def _enforced(policy: Policy, trigger: TriggerKind) -> bool:
     return getattr(policy.triggers, trigger) is not None
 
@@ -318,25 +334,21 @@ def decide(
         )
 
     reason = f"{alert.trigger} alert {alert.incident_id}"
-    ledger_after = (
-        ledger.record_incident(alert.incident_id, to=target, now=now)
-        .quarantine(suspect, reason=reason, now=now)
-        .with_last_good(target)
-        .model_copy(update={"canary": canary_after_rollback(ledger, suspect)})
-        .record_action(
-            Action(
-                kind="rollback",
-                at=now,
-                actor=ACTOR,
-                reason=reason,
-                incident_id=alert.incident_id,
-                from_revision=suspect,
-                to_revision=target,
-                before=state.traffic,
-            ),
-            automatic=True,
-            now=now,
-        )
+    ledger_after = ledger_after_rollback(
+        ledger.record_incident(alert.incident_id, to=target, now=now),
+        Action(
+            kind="rollback",
+            at=now,
+            actor=ACTOR,
+            reason=reason,
+            incident_id=alert.incident_id,
+            from_revision=suspect,
+            to_revision=target,
+            before=state.traffic,
+        ),
+        quarantine_reason=reason,
+        automatic=True,
+        now=now,
     )
     return Decision(
         reason=Reason.ROLLED_BACK,

@@ -307,8 +307,9 @@ class Api:
         """Run a ManualControl call, mapping the controller's errors to HTTP answers."""
         from controller.adapters.cloudrun import OperationFailed
         from controller.app.canary_control import NoCanaryPolicy
-        from controller.app.manual import Refused, traffic_json
+        from controller.app.manual import Refused
         from controller.core.errors import ConflictError, PermanentError, ServiceNotFound, TemporaryError
+        from controller.core.manual_results import traffic_json
 
         try:
             return action()
@@ -337,7 +338,7 @@ class Api:
 
     # -- routes -------------------------------------------------------------------------------
     def _rollback(self, req: Incoming, actor: str) -> dict[str, Any]:
-        from controller.app.manual import result_json
+        from controller.core.manual_results import result_json
 
         body = _validate(RollbackRequest, _parse_json_object(req.body()))
         ref = self._ref(body)
@@ -354,7 +355,7 @@ class Api:
         return result_json(result)
 
     def _undo(self, req: Incoming, actor: str) -> dict[str, Any]:
-        from controller.app.manual import result_json
+        from controller.core.manual_results import result_json
 
         body = _validate(UndoRequest, _parse_json_object(req.body()))
         ref = self._ref(body)
@@ -363,14 +364,14 @@ class Api:
         )
 
     def _hold(self, req: Incoming, actor: str) -> dict[str, Any]:
-        from controller.app.manual import result_json
+        from controller.core.manual_results import result_json
 
         body = _validate(HoldRequest, _parse_json_object(req.body()))
         ref = self._ref(body)
         return result_json(self._run(lambda: self.control.hold(ref, actor=actor, reason=body.reason)))
 
     def _release(self, req: Incoming, actor: str) -> dict[str, Any]:
-        from controller.app.manual import result_json
+        from controller.core.manual_results import result_json
 
         # Coordinates may come in the query (DELETE bodies are unusual) or the body, or both if they agree.
         query, body = _query_dict(req.query), _parse_json_object(req.body())
@@ -382,7 +383,7 @@ class Api:
         return result_json(self._run(lambda: self.control.release(ref, actor=actor, reason=data.reason)))
 
     def _status(self, req: Incoming, actor: str) -> dict[str, Any]:
-        from controller.app.manual import status_json
+        from controller.core.manual_results import status_json
 
         ref = self._ref(_validate(StatusQuery, _query_dict(req.query)))
         return status_json(self._run(lambda: self.control.status(ref)))

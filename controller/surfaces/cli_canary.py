@@ -243,7 +243,7 @@ def format_gate(gate: GateReport, *, verdict: str = "", served: int | None = Non
 
 
 def format_status(status: CanaryStatus) -> str:
-    from controller.app.manual import describe_traffic
+    from controller.core.manual_plans import describe_traffic
 
     cs = status.canary
     lines = [f"Service {status.service}", f"  policy:    {status.policy or '- (no canary policy)'}"]

@@ -34,7 +34,8 @@ from controller.surfaces.cli_common import actor as cli_actor
 
 if TYPE_CHECKING:
     from controller.adapters.cloudrun import CloudRunApi
-    from controller.app.manual import ActionResult, ManualControl, StatusReport
+    from controller.app.manual import ManualControl
+    from controller.core.manual_results import ActionResult, StatusReport
     from controller.core.state import ServiceRef, TrafficTarget
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -148,27 +149,19 @@ def _control(args: argparse.Namespace, err: TextIO) -> tuple[ManualControl, Serv
 
 
 def _act(control: ManualControl, ref: ServiceRef, args: argparse.Namespace) -> ActionResult:
-    actor = cli_actor(args)
-    if args.action == "rollback":
-        return control.rollback(
-            ref,
-            actor=actor,
-            reason=args.reason,
-            to_revision=args.to_revision,
-            force=args.force,
-            dry_run=args.dry_run,
-        )
-    if args.action == "undo":
-        return control.undo(ref, actor=actor, reason=args.reason, dry_run=args.dry_run)
-    if args.action == "hold":
-        return control.hold(ref, actor=actor, reason=args.reason)
-    return control.release(ref, actor=actor, reason=args.reason)
+    """The action through the one dispatch table: its argument model says which options it takes."""
+    from controller.app.manual import ACTIONS, perform
+
+    takes = ACTIONS[args.action].args.model_fields
+    options = {name: value for name, value in vars(args).items() if name in takes}
+    return perform(control, args.action, ref, **{**options, "actor": cli_actor(args)})
 
 
 def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    from controller.app.manual import Refused, result_json, status_json, traffic_json
+    from controller.app.manual import Refused
     from controller.core.errors import ControllerError, ServiceNotFound
+    from controller.core.manual_results import result_json, status_json, traffic_json
 
     built = _control(args, err)
     if isinstance(built, int):

@@ -264,7 +264,7 @@ class _Run:
                 self._deliver(now, alert_from_incident(parse_notification(json.dumps(event.notification))), cond)
 
     def _poll(self, now: datetime, data_time: datetime) -> None:
-        from controller.adapters.monitoring import Window
+        from controller.core.evidence import Window
 
         candidate = self.result.candidate
         if self.strategy == "flagger":

@@ -70,7 +70,8 @@ if TYPE_CHECKING:
     from controller.adapters.command_queue import CommandQueue
     from controller.adapters.slack import Notifier
     from controller.app.canary_control import CanaryControl
-    from controller.app.manual import ActionResult, ManualControl
+    from controller.app.manual import ManualControl
+    from controller.core.manual_results import ActionResult
     from controller.surfaces.slack_guard import SlackGuard
 
 log = logging.getLogger("controller.slack_actions")
@@ -263,18 +264,15 @@ class SlackActionHandler:
     def _perform(
         self, payload: BlockActions, kind: SlackActionName, ref: ServiceRef, *, command_id: str, queued: bool
     ) -> Reply:
-        from controller.app.manual import Refused, render_action, result_json
+        from controller.app.manual import Refused, perform
         from controller.core.errors import TemporaryError
+        from controller.core.manual_messages import render_action
+        from controller.core.manual_results import result_json
 
         actor = actor_of(payload.user)
         reason = "pressed in Slack"
         try:
-            if kind == "undo":
-                result = self._control.undo(ref, actor=actor, reason=reason, notify=False, command_id=command_id)
-            elif kind == "hold":
-                result = self._control.hold(ref, actor=actor, reason=reason, notify=False, command_id=command_id)
-            else:
-                result = self._control.release(ref, actor=actor, reason=reason, notify=False, command_id=command_id)
+            result = perform(self._control, kind, ref, actor=actor, reason=reason, notify=False, command_id=command_id)
         except Refused as exc:
             text = f":no_entry: {kind} refused for {ref.service} ({exc.refusal.guard}): {exc.refusal.message}"
             return self._refuse(payload, text, exc.refusal.guard, queued), 200
@@ -375,7 +373,8 @@ class SlackActionHandler:
         return self._ephemeral(payload, text, error=error)
 
     def _update_message(self, payload: BlockActions, result: ActionResult) -> bool:
-        from controller.app.manual import describe_traffic, render_action
+        from controller.core.manual_messages import render_action
+        from controller.core.manual_plans import describe_traffic
 
         channel = self._channel(payload)
         ts = payload.container.message_ts

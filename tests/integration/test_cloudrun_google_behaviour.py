@@ -16,12 +16,13 @@ from support import REF, T0, RecordingNotifier, alert
 from controller.adapters import logs
 from controller.adapters.cloudrun import CloudRunClient, OperationFailed, _translate
 from controller.adapters.deadline import Deadline, scope
-from controller.adapters.monitoring import Evidence, MonitoringUnavailable, Window
+from controller.adapters.monitoring import MonitoringUnavailable
 from controller.adapters.policy_files import load_policies
 from controller.app.commit import Change, commit
 from controller.app.engine import Controller
 from controller.app.settings import Settings
 from controller.core.errors import AccessDenied, ConflictError, PermanentError, TemporaryError
+from controller.core.evidence import Evidence, Window
 from controller.core.ledger import Ledger, read_ledger
 from controller.core.state import ServiceRef, ServiceState, TrafficTarget
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
@@ -410,7 +411,8 @@ def test_the_monitoring_budget_is_cut_to_what_the_delivery_has_left() -> None:
     remaining time, not the full Monitoring budget."""
     import socket
 
-    from controller.adapters.monitoring import MonitoringClient, trailing_window
+    from controller.adapters.monitoring import MonitoringClient
+    from controller.core.evidence import trailing_window
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
@@ -429,7 +431,8 @@ def test_monitoring_permission_denied_names_the_permission(capsys: pytest.Captur
 
     import grpc
 
-    from controller.adapters.monitoring import MonitoringClient, trailing_window
+    from controller.adapters.monitoring import MonitoringClient
+    from controller.core.evidence import trailing_window
 
     def deny(request: bytes, context: grpc.ServicerContext) -> bytes:
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "Permission monitoring.timeSeries.list denied")

@@ -18,15 +18,8 @@ from typing import Any
 import grpc
 import pytest
 
-from controller.adapters.monitoring import (
-    ALL_SIGNALS,
-    Evidence,
-    MonitoringApi,
-    MonitoringClient,
-    MonitoringUnavailable,
-    Window,
-    trailing_window,
-)
+from controller.adapters.monitoring import MonitoringApi, MonitoringClient, MonitoringUnavailable
+from controller.core.evidence import ALL_SIGNALS, Evidence, Window, trailing_window
 from controller.core.state import ServiceRef
 from controller.core.stats import bucket_bounds, bucket_index
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec

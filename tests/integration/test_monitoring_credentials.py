@@ -20,7 +20,8 @@ from google.auth import exceptions as auth_exceptions
 from google.auth.credentials import AnonymousCredentials
 
 from controller.adapters import monitoring
-from controller.adapters.monitoring import ALL_SIGNALS, MonitoringClient, MonitoringUnavailable, trailing_window
+from controller.adapters.monitoring import MonitoringClient, MonitoringUnavailable
+from controller.core.evidence import ALL_SIGNALS, trailing_window
 from controller.core.state import ServiceRef
 
 REF = ServiceRef(project="demo-proj", region="us-central1", service="checkout")

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-from controller.adapters.monitoring import Evidence, MonitoringClient, trailing_window
+from controller.adapters.monitoring import MonitoringClient
+from controller.core.evidence import Evidence, trailing_window
 from controller.core.state import ServiceRef
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import T0, alert, latest, pinned, rev, state
 
-from controller.app.manual import plan_undo
 from controller.core.canary import (
     CanaryState,
     Comparison,
@@ -25,6 +24,7 @@ from controller.core.canary import (
 )
 from controller.core.decide import Reason, decide
 from controller.core.ledger import Hold, Ledger
+from controller.core.manual_plans import plan_undo
 from controller.core.policy import Canary, Policy
 from controller.core.state import ServiceState
 

@@ -9,11 +9,12 @@ from datetime import datetime, timedelta
 import pytest
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, pinned, rev, state
 
-from controller.adapters.monitoring import Evidence, MonitoringUnavailable, RevisionNumbers, Window
+from controller.adapters.monitoring import MonitoringUnavailable
 from controller.app.canary_control import CanaryControl, NoCanaryPolicy, gate_json, report_json
 from controller.app.settings import Settings
 from controller.core.canary import CanaryState, GateVerdict, Judgement, Step
 from controller.core.errors import PermanentError
+from controller.core.evidence import Evidence, RevisionNumbers, Window
 from controller.core.ledger import Hold, Ledger, read_ledger, write_ledger
 from controller.core.policy import Policy
 from controller.core.policy_matching import PolicySet

@@ -15,9 +15,7 @@ import pytest
 from support import T0, InMemoryCloudRun, RecordingNotifier, pinned, rev, state
 
 from controller.adapters.cloudrun import Applied
-from controller.adapters.monitoring import Evidence, Window, queries
 from controller.app.canary_control import CanaryControl
-from controller.app.manual import RECENT_ACTION, plan_rollback, plan_undo
 from controller.app.settings import Settings
 from controller.core.canary import (
     CanaryState,
@@ -28,11 +26,14 @@ from controller.core.canary import (
     judged_window,
     tick,
 )
+from controller.core.evidence import Evidence, Window
 from controller.core.ledger import Ledger, write_ledger
+from controller.core.manual_plans import RECENT_ACTION, plan_rollback, plan_undo
 from controller.core.messages import SlackMessage
 from controller.core.policy import Canary, Policy, policy_warnings
 from controller.core.policy_matching import PolicySet
 from controller.core.state import ServiceRef, ServiceState, TrafficTarget
+from controller.core.timeseries import queries
 
 STABLE, CANDIDATE, PREVIEW = "svc-00041-abc", "svc-00042-xyz", "svc-00043-pre"
 OLD = "svc-00040-aaa"

@@ -18,7 +18,11 @@ from hypothesis import strategies as st
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, latest, pinned, rev, state
 
 from controller.adapters.cloudrun import Applied
-from controller.app.manual import (
+from controller.app.manual import ManualControl, Refused
+from controller.app.settings import Settings
+from controller.core.errors import ConflictError, ServiceNotFound
+from controller.core.ledger import Action, Hold, Ledger, read_ledger, write_ledger
+from controller.core.manual_plans import (
     ALREADY_SERVING,
     CONCURRENT_CHANGE,
     NO_TARGET,
@@ -26,20 +30,13 @@ from controller.app.manual import (
     TARGET_NOT_READY,
     TARGET_QUARANTINED,
     UNKNOWN_REVISION,
-    ManualControl,
     Plan,
-    Refused,
     plan_hold,
     plan_release,
     plan_rollback,
     plan_undo,
-    result_json,
-    status_json,
-    status_report,
 )
-from controller.app.settings import Settings
-from controller.core.errors import ConflictError, ServiceNotFound
-from controller.core.ledger import Action, Hold, Ledger, read_ledger, write_ledger
+from controller.core.manual_results import result_json, status_json, status_report
 from controller.core.slack_blocks import ACTION_HOLD, ACTION_UNDO, BLOCK_ID, parse_button_value
 from controller.core.state import Revision, ServiceState, TrafficTarget
 

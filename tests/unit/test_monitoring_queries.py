@@ -18,20 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.adapters.monitoring import (
+from controller.core.evidence import (
     ALL_SIGNALS,
     Evidence,
     RevisionNumbers,
     Window,
     alignment_period,
     build_evidence,
-    count_by_revision,
-    histogram_from_distribution,
-    latency_by_revision,
-    queries,
-    request_counts_by_revision,
     revision_window_before,
-    service_filter,
     trailing_window,
 )
 from controller.core.ratios import ratio
@@ -43,6 +37,14 @@ from controller.core.stats import (
     LinearBuckets,
     bucket_bounds,
     bucket_index,
+)
+from controller.core.timeseries import (
+    count_by_revision,
+    histogram_from_distribution,
+    latency_by_revision,
+    queries,
+    request_counts_by_revision,
+    service_filter,
 )
 from controller.emulator.monitoring import CLOUD_RUN_LATENCY_BUCKETS, histogram_to_proto
 
