@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_path
 from controller.app.alertpolicies_terraform import FILENAME, dumps, to_terraform
 from controller.core.alert import LABEL_ROLLBACK_POLICY, LABEL_TRIGGER, TriggerKind
+from controller.core.errors import InvalidInput
 from controller.core.policy import ErrorRateTrigger, HealthTrigger, LatencyTrigger, Match, Policy, format_duration
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ EXIT_USAGE = 2
 PROG = "python -m controller alert-policies"
 
 
-class AlertPolicyError(ValueError):
+class AlertPolicyError(InvalidInput):
     """A rollback policy that cannot be turned into a correct alert policy (e.g. a bad label)."""
 
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from controller.app.alertpolicies import generate
 from controller.core.alert import Alert, alert_from_incident
 from controller.core.decide import Decision, Reason, decide
+from controller.core.errors import TemporaryError
 from controller.core.evaluator import ConditionSpec, MinuteFeed, PolicyEvaluator, evaluate_feed, parse_policy
 from controller.core.incident import parse_notification
 from controller.core.ledger import Ledger
@@ -133,7 +134,7 @@ _REFUSALS = frozenset(
 )
 
 
-class BacktestError(Exception):
+class BacktestError(TemporaryError):
     """Cloud Run or Monitoring could not be read (exit 1), with a one-line message."""
 
 

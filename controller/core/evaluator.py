@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
+from controller.core.errors import InvalidInput
 from controller.core.stats import Histogram, merge_all
 
 __all__ = [
@@ -103,7 +104,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 _METRIC_TYPE = re.compile(r'metric\.type\s*=\s*"([^"]+)"')
 
 
-class UnsupportedPolicy(ValueError):
+class UnsupportedPolicy(InvalidInput):
     """An alert policy outside the modelled subset (the message names the construct)."""
 
 

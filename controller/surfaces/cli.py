@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, TextIO
 from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
 from controller.app.alertpolicies import add_command as _add_alert_policies  # alert-policies
 from controller.app.backtest import add_command as _add_backtest  # backtest (docs/backtest.md)
+from controller.core.errors import EXIT_USAGE, UsageError
 from controller.core.policy import Policy, PolicySet, format_duration, policy_warnings
 from controller.surfaces.cli_canary import register as _add_canary  # canary status | tick | gate | approve
 from controller.surfaces.cli_common import PROG  # "rollback-controller" or "python -m controller", as invoked
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_INVALID = 1
-EXIT_USAGE = 2
 
 
 def _display(path: Path) -> str:
@@ -210,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except UsageError as exc:  # the operator's mistake: one line, no traceback
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:
         from controller.surfaces.cli_common import explain
 

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.app.alertpolicies import generate
 from controller.core.alert import Alert, alert_from_incident
+from controller.core.errors import InvalidInput
 from controller.core.evaluator import (
     AlertPolicySpec,
     ConditionSpec,
@@ -95,7 +96,7 @@ REQUEST_COUNT = "run.googleapis.com/request_count"
 REQUEST_LATENCIES = "run.googleapis.com/request_latencies"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InvalidInput):
     """A scenario file that cannot be read or does not validate (one line, for the CLI)."""
 
 
