@@ -55,7 +55,6 @@ __all__ = [
     "check_channel",
     "generate",
     "health_window",
-    "main",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -788,18 +787,3 @@ def _write_terraform(
         return EXIT_USAGE
     print(target, file=out)
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``alert-policies`` alone (``python -m controller.app.alertpolicies``), as the CLI would."""
-    parser = argparse.ArgumentParser(prog="python -m controller")
-    add_command(parser.add_subparsers(dest="command", required=True))
-    try:
-        args = parser.parse_args(["alert-policies", *(sys.argv[1:] if argv is None else argv)])
-    except SystemExit as exc:  # --help (0) and usage errors (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    return run(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -51,7 +51,7 @@ from controller.core.errors import (
     PermanentError,
     TemporaryError,
 )
-from controller.core.incident import DeliveryInfo, parse_cloud_event
+from controller.core.incident import DeliveryInfo, delivery_info, parse_cloud_event
 from controller.core.ledger import Ledger, read_ledger
 from controller.core.messages import FAILED_HEADER, LATE_HEADER, UNCONFIRMED_HEADER, render
 from controller.core.policy import Policy, PolicySet
@@ -138,7 +138,7 @@ class Controller:
             alert = alert_from_incident(notification)
             check_names(alert)  # before any name goes into a resource name (controller/core/names.py)
         except MalformedInput as exc:
-            self._log_rejected(str(exc), _event_id(event), started)
+            self._log_rejected(str(exc), delivery_info(event).event_id, started)
             return Outcome(error=str(exc))
         return self.handle_alert(alert, delivery, started=started)
 
@@ -565,13 +565,6 @@ def _published_at(delivery: DeliveryInfo | None) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else None
-
-
-def _event_id(event: Any) -> str:
-    try:
-        return str(event["id"])
-    except Exception:
-        return ""
 
 
 # -- the process-wide controller used by main.py --------------------------------------------

@@ -97,16 +97,6 @@ NO_TARGET = "no_target"
 NOTHING_TO_UNDO = "nothing_to_undo"
 CONCURRENT_CHANGE = "concurrent_change"
 RECENT_ACTION = "recent_action"
-GUARDS = (
-    UNKNOWN_REVISION,
-    TARGET_NOT_READY,
-    TARGET_QUARANTINED,
-    ALREADY_SERVING,
-    NO_TARGET,
-    NOTHING_TO_UNDO,
-    CONCURRENT_CHANGE,
-    RECENT_ACTION,
-)
 # Last actions that moved traffic backwards: another rollback within the cooldown walks further back.
 _ROLLBACK_KINDS = frozenset({"rollback", "manual-rollback", "canary-rollback"})
 

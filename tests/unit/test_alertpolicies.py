@@ -28,7 +28,6 @@ from controller.app.alertpolicies import (
     add_command,
     generate,
     health_window,
-    main,
 )
 from controller.core.alert import METRIC_TRIGGERS, alert_from_incident
 from controller.core.incident import parse_notification
@@ -526,12 +525,6 @@ def test_cli_defaults_to_rollback_policies(monkeypatch: pytest.MonkeyPatch) -> N
     code, out, _ = run_cli()
     assert code == 0
     assert [b["userLabels"]["rollback_policy"] for b in json.loads(out)] == ["recommendations-trial"] * 2
-
-
-def test_main_runs_the_command(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(DEFAULT), "--channel", CHANNEL]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 3
-    assert main(["--help"]) == 0
 
 
 def test_importing_the_module_does_not_import_google_cloud() -> None:
