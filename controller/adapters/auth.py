@@ -51,7 +51,7 @@ from typing import Any, Final, Literal, NamedTuple, Protocol, TypeGuard
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
 from slack_sdk.signature import Clock, SignatureVerifier
 
-from controller.core.errors import ControllerError
+from controller.core.errors import ControllerError, TemporaryError
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ CertsFetcher = Callable[[str], FetchedCerts]
 """Fetch certificates from a URL. Any exception it raises means "unavailable" (-> 503)."""
 
 
-class CertsFetchError(Exception):
+class CertsFetchError(TemporaryError):
     """The certificates endpoint could not be reached or answered something unusable."""
 
 

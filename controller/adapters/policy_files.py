@@ -1,6 +1,6 @@
 """Policy files: loading the YAML under ``policies/`` with line-numbered errors, and the JSON Schema.
 
-* **Loading** (``load_policies``, ``load_policy_paths``, ``validate_paths``): a file or the top
+* **Loading** (``load_policies``, ``load_policy_paths``): a file or the top
   level of a directory (``*.yaml``/``*.yml``; sub-directories such as ``examples/`` are *not*
   read, so examples can sit beside live policies without becoming live). A file holds one
   policy per YAML document (``---``), or a document that is a list of policies. Every problem
@@ -352,15 +352,6 @@ def load_for_runtime(path: str | Path) -> PolicySet:
         return load_policies(path)
     except PolicyError as exc:
         raise TemporaryError(f"rollback policies at {path} are invalid: {exc}") from exc
-
-
-def validate_paths(paths: Iterable[str | Path]) -> list[str]:
-    """Every problem in these paths, taken as one set, as ``file:line:col: path: message`` lines."""
-    try:
-        load_policy_paths(paths)
-    except PolicyLoadError as exc:
-        return list(exc.problems)
-    return []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
-class _Retry(Exception):
+class _Retry(TemporaryError):
     """A failed Slack call that may succeed later (5xx, 429, network); ``wait`` is how long to wait first."""
 
     def __init__(self, wait: float, description: str) -> None:
@@ -256,7 +256,7 @@ class WebhookNotifier:
         return None
 
 
-class _WebhookStatus(Exception):
+class _WebhookStatus(TemporaryError):
     def __init__(self, status: int, headers: Any) -> None:
         super().__init__(f"webhook HTTP {status}")
         self.status = status

@@ -45,7 +45,7 @@ from controller.core.errors import (
     TemporaryError,
 )
 from controller.core.evidence import Evidence, Window, revision_window_before, trailing_window
-from controller.core.incident import DeliveryInfo, parse_cloud_event
+from controller.core.incident import DeliveryInfo, delivery_info, parse_cloud_event
 from controller.core.ledger import Ledger, read_ledger
 from controller.core.messages import FAILED_HEADER, LATE_HEADER, UNCONFIRMED_HEADER, render
 from controller.core.policy import Policy
@@ -133,7 +133,7 @@ class Controller:
             alert = alert_from_incident(notification)
             check_names(alert)  # before any name goes into a resource name (controller/core/names.py)
         except MalformedInput as exc:
-            self._log_rejected(str(exc), _event_id(event), started)
+            self._log_rejected(str(exc), delivery_info(event).event_id, started)
             return Outcome(error=str(exc))
         return self.handle_alert(alert, delivery, started=started)
 
@@ -560,13 +560,6 @@ def _published_at(delivery: DeliveryInfo | None) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else None
-
-
-def _event_id(event: Any) -> str:
-    try:
-        return str(event["id"])
-    except Exception:
-        return ""
 
 
 # -- the process-wide controller used by main.py --------------------------------------------

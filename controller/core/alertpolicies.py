@@ -41,6 +41,7 @@ from controller.core.alertpolicy_conditions import (
     latency,
 )
 from controller.core.alertpolicy_scope import MAX_CONDITIONS, Overlap, filter_scopes, overlaps, quote
+from controller.core.errors import InvalidInput
 from controller.core.policy import Policy
 
 __all__ = [
@@ -72,7 +73,7 @@ _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 
 
-class AlertPolicyError(ValueError):
+class AlertPolicyError(InvalidInput):
     """A rollback policy that cannot be turned into a correct alert policy (e.g. a bad label)."""
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
 
+from controller.core.errors import InvalidInput
+
 __all__ = [
     "DEFAULT_AUTO_CLOSE",
     "EVALUATION_PERIOD",
@@ -46,7 +48,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 _METRIC_TYPE = re.compile(r'metric\.type\s*=\s*"([^"]+)"')
 
 
-class UnsupportedPolicy(ValueError):
+class UnsupportedPolicy(InvalidInput):
     """An alert policy outside the modelled subset (the message names the construct)."""
 
 

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from controller.core.alertpolicy_spec import ConditionSpec
 from controller.core.decide import Decision, Reason
+from controller.core.errors import TemporaryError
 from controller.core.policy import Policy
 from controller.core.state import Revision, ServiceRef, ServiceState, TrafficTarget
 
@@ -114,7 +115,7 @@ _REFUSALS = frozenset(
 )
 
 
-class BacktestError(Exception):
+class BacktestError(TemporaryError):
     """Cloud Run or Monitoring could not be read (exit 1), with a one-line message."""
 
 

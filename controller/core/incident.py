@@ -491,15 +491,6 @@ def parse_envelope(data: object) -> MessagePublishedData:
     return _validate(MessagePublishedData, dict(data), "data")
 
 
-def parse_pubsub_data(data: Mapping[str, Any]) -> Notification:
-    """``cloud_event.data`` (``{"message": {...}, "subscription": ...}``) → ``Notification``.
-
-    Decodes ``message.data`` from base64, parses it as UTF-8 JSON and validates it.
-    Raises ``MalformedInput`` naming the field at fault; never anything else for bad input.
-    """
-    return parse_notification(parse_envelope(data).message.data)
-
-
 def _event_data(event: CloudEventLike) -> Any:
     data = event.data
     if data is None:

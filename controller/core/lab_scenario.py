@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from controller.core.durations import Duration
+from controller.core.errors import InvalidInput
 from controller.core.stats import Histogram, bucket_bounds
 
 __all__ = [
@@ -37,7 +38,7 @@ FLAGGER_THRESHOLD = 5
 CRM_WINDOW = timedelta(minutes=30)
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InvalidInput):
     """A scenario file that cannot be read or does not validate (one line, for the CLI)."""
 
 

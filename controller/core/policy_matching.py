@@ -86,19 +86,6 @@ def explain_match(
     return MatchExplanation(score=score, because=tuple(because))
 
 
-def score_match(
-    match: Match,
-    *,
-    project: str | None,
-    region: str | None,
-    service: str | None,
-    labels: Mapping[str, str] | None = None,
-) -> int | None:
-    """The specificity score of ``match`` for this service, or None when it does not match."""
-    found = explain_match(match, project=project, region=region, service=service, labels=labels)
-    return None if found is None else found.score
-
-
 def match_key(match: Match) -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[tuple[str, str]]]:
     """Two match blocks with the same key accept the same alerts equally specifically."""
 

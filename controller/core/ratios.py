@@ -3,7 +3,7 @@
 A ratio of 3 errors in 20 requests is 15 %, but with so few requests the true rate could be
 anywhere from about 5 % to 36 %. :func:`ratio` returns the observed ratio together with its Wilson
 score interval, so a caller can ask "is even the *lower* bound above 5 %?"
-(:meth:`Ratio.clearly_above`) before rolling back. Latency histograms are in ``controller.core.stats``.
+(``Ratio.lower``) before rolling back. Latency histograms are in ``controller.core.stats``.
 """
 
 from __future__ import annotations
@@ -65,14 +65,6 @@ class Ratio:
     value: float
     lower: float
     upper: float
-
-    def clearly_above(self, threshold: float) -> bool:
-        """True when even the lower confidence bound exceeds ``threshold``: surely worse."""
-        return self.lower > threshold
-
-    def clearly_below(self, threshold: float) -> bool:
-        """True when even the upper confidence bound is below ``threshold``: surely better."""
-        return self.upper < threshold
 
 
 def ratio(errors: int, requests: int, z: float = DEFAULT_Z) -> Ratio:

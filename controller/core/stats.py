@@ -21,8 +21,7 @@ Bucket layouts follow ``google.api.Distribution.BucketOptions`` exactly (bucket 
 * explicit ``(b_0 < … < b_{m-1})``: m+1 buckets; bucket 0 is ``(-inf, b_0)``, bucket i
   (1 ≤ i ≤ m-1) is ``[b_{i-1}, b_i)``, bucket m is ``[b_{m-1}, +inf)``.
 
-Raw Monitoring values are accepted as plain dicts (the REST/JSON form of ``Distribution``, in
-camelCase or snake_case), so an adapter converts protos with ``MessageToDict`` or by hand and this
+The Monitoring adapter turns ``Distribution`` protos into these types (layout and counts), so this
 module never imports Google code.
 """
 
@@ -30,10 +29,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
 
 __all__ = [
     "BucketOptions",
@@ -43,7 +41,6 @@ __all__ = [
     "LinearBuckets",
     "bucket_bounds",
     "bucket_index",
-    "bucket_options_from_dict",
     "merge_all",
     "num_buckets",
 ]
@@ -163,43 +160,6 @@ def bucket_index(options: BucketOptions, value: float) -> int:
     return bisect_right(_edges(options), value)
 
 
-def _get(data: Mapping[str, Any], snake: str) -> Any:
-    """Read a field by its proto (snake_case) or JSON (camelCase) name."""
-    if snake in data:
-        return data[snake]
-    head, *rest = snake.split("_")
-    camel = head + "".join(part.title() for part in rest)
-    return data.get(camel)
-
-
-def bucket_options_from_dict(data: Mapping[str, Any]) -> BucketOptions:
-    """Build a layout from the JSON/dict form of ``Distribution.BucketOptions``.
-
-    Accepts ``{"exponentialBuckets": {"numFiniteBuckets": 3, "growthFactor": 10, "scale": 10}}``
-    and the snake_case spelling (``exponential_buckets``, ``num_finite_buckets``…), likewise
-    ``linearBuckets`` and ``explicitBuckets: {"bounds": [...]}``. Exactly one must be present.
-    """
-    linear = _get(data, "linear_buckets")
-    exponential = _get(data, "exponential_buckets")
-    explicit = _get(data, "explicit_buckets")
-    present = [x for x in (linear, exponential, explicit) if x is not None]
-    if len(present) != 1:
-        raise ValueError(f"bucket options need exactly one of linear/exponential/explicit buckets: {dict(data)}")
-    if linear is not None:
-        return LinearBuckets(
-            num_finite_buckets=int(_get(linear, "num_finite_buckets")),
-            width=float(_get(linear, "width")),
-            offset=float(_get(linear, "offset") or 0.0),
-        )
-    if exponential is not None:
-        return ExponentialBuckets(
-            num_finite_buckets=int(_get(exponential, "num_finite_buckets")),
-            growth_factor=float(_get(exponential, "growth_factor")),
-            scale=float(_get(exponential, "scale")),
-        )
-    return ExplicitBuckets(bounds=tuple(float(b) for b in (_get(explicit, "bounds") or ())))
-
-
 # --------------------------------------------------------------------------------------------
 # Histograms
 # --------------------------------------------------------------------------------------------
@@ -249,27 +209,6 @@ class Histogram:
         mean = math.fsum(values) / len(values)
         ssd = math.fsum((v - mean) ** 2 for v in values)
         return cls(options=options, counts=tuple(counts), mean=mean, sum_of_squared_deviation=ssd)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Histogram:
-        """Build from the JSON/dict form of a ``Distribution`` (``distributionValue`` in REST).
-
-        Int64 fields may be strings, as proto3 JSON writes them (``"bucketCounts": ["0", "20"]``).
-        A distribution without ``bucketOptions`` cannot give percentiles and is rejected.
-        """
-        options_data = _get(data, "bucket_options")
-        if not options_data:
-            raise ValueError("the distribution has no bucket options")
-        options = bucket_options_from_dict(options_data)
-        counts = tuple(int(c) for c in (_get(data, "bucket_counts") or ()))
-        mean = _get(data, "mean")
-        ssd = _get(data, "sum_of_squared_deviation")
-        return cls(
-            options=options,
-            counts=counts,
-            mean=float(mean) if mean is not None else None,
-            sum_of_squared_deviation=float(ssd) if ssd is not None else None,
-        )
 
     # -- reading --------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
+from controller.core.errors import EXIT_USAGE
 from controller.emulator.cloudrun import SAMPLE_PROJECT, CloudRunEmulator, PatchRecord, seed_sample
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
@@ -32,7 +33,6 @@ DEFAULT_MONITORING_PORT = 8183
 DEFAULT_AUTH_PORT = 8184
 DEFAULT_HTTP_PORT = 8080  # where the printed commands serve handle_http
 LOCAL_PRINCIPAL = "operator@example.com"
-EXIT_USAGE = 2
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

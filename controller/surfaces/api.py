@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller import __version__
+from controller.core.errors import ControllerError
 
 if TYPE_CHECKING:
     from controller.adapters.auth import IdTokenVerifier
@@ -147,7 +148,7 @@ class CanaryApproveRequest(Coordinates):
 # --------------------------------------------------------------------------- plumbing
 
 
-class HttpError(Exception):
+class HttpError(ControllerError):
     """An answer other than 200, raised from deep inside a handler."""
 
     def __init__(self, status: int, error: str, message: str, **extra: Any) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
 from controller.core.durations import format_duration
+from controller.core.errors import EXIT_USAGE, UsageError
 from controller.core.policy import Policy, policy_warnings
 from controller.core.policy_matching import PolicySet
 from controller.surfaces.cli_alert_policies import add_command as _add_alert_policies  # alert-policies
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_INVALID = 1
-EXIT_USAGE = 2
 
 
 def _display(path: Path) -> str:
@@ -212,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except UsageError as exc:  # the operator's mistake: one line, no traceback
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:
         from controller.surfaces.cli_common import explain
 

@@ -26,6 +26,7 @@ from controller.core.alertpolicies import (
     generate,
 )
 from controller.core.alertpolicy_terraform import FILENAME, dumps, to_terraform
+from controller.core.errors import EXIT_USAGE
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -34,7 +35,7 @@ __all__ = ["add_command", "main", "run"]
 
 EXIT_OK = 0
 EXIT_INVALID = 1
-EXIT_USAGE = 2
+
 PROG = "python -m controller alert-policies"
 
 

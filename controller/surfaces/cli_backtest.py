@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 from controller.adapters.backtest_sources import monitoring_client, read_revisions
 from controller.app.backtest import PROG, run_backtest
 from controller.core.backtest_model import Backtest, BacktestError, parse_since
+from controller.core.errors import EXIT_USAGE
 from controller.core.policy import Policy
 from controller.core.state import ServiceRef
 
@@ -28,7 +29,6 @@ __all__ = ["add_command", "plot", "render", "run_command"]
 
 EXIT_OK = 0
 EXIT_UNAVAILABLE = 1
-EXIT_USAGE = 2
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Final, TextIO
 
+from controller.core.errors import EXIT_USAGE
 from controller.surfaces.cli_common import PROG as BASE_PROG
 from controller.surfaces.cli_common import actor as cli_actor
 from controller.surfaces.cli_common import add_log_options, human_time, log_to_stderr, plain_error, settings_and_project
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 EXIT_PASS: Final = 0
 EXIT_FAIL: Final = 1
-EXIT_USAGE: Final = 2
 EXIT_INCONCLUSIVE: Final = 3
 EXIT_ERROR: Final = 4
 PROG = f"{BASE_PROG} canary"

@@ -16,12 +16,12 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from controller.adapters.logs import CloudLoggingFormatter
+from controller.core.errors import EXIT_USAGE
 from controller.core.wording import action_name, human_time
 
 if TYPE_CHECKING:
     from controller.app.settings import Settings
 
-EXIT_USAGE = 2
 CONSOLE_SCRIPT = "rollback-controller"
 """The installed command (``[project.scripts]`` in pyproject.toml): the same parser as ``python -m controller``."""
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from controller.core.errors import EXIT_USAGE
 from controller.core.lab_scenario import STRATEGIES, LabResult, ScenarioError
 from controller.surfaces.lab import DEFAULT_SCENARIO, ROOT, LabStack, load_scenario, quiet_logs, run_scenario
 
@@ -24,7 +25,7 @@ __all__ = ["add_command", "plot", "render", "run_command"]
 
 EXIT_OK = 0
 EXIT_EXPECTATION = 1  # the scenario's `expect` did not happen
-EXIT_USAGE = 2
+
 PROG = "python -m controller lab"
 
 

@@ -21,6 +21,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, TextIO
 
+from controller.core.errors import EXIT_USAGE
 from controller.surfaces.cli_common import PROG as BASE_PROG
 from controller.surfaces.cli_common import (
     action_name,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
-EXIT_USAGE = 2
 PROG = BASE_PROG
 
 

@@ -37,7 +37,7 @@ from controller.core.commands import (
     expired,
 )
 from controller.core.errors import MalformedInput, PermanentError, TemporaryError
-from controller.core.incident import MESSAGE_PUBLISHED, parse_envelope
+from controller.core.incident import MESSAGE_PUBLISHED, delivery_info, parse_envelope
 from controller.core.messages import SlackMessage
 
 if TYPE_CHECKING:  # imported lazily at run time: a queued Slack message needs neither
@@ -69,7 +69,7 @@ class CommandWorker:
     def handle_cloud_event(self, event: Any) -> dict[str, Any]:
         """Returns normally to acknowledge (the outcome, for tests); raises to be redelivered."""
         started = time.perf_counter()
-        event_id = _event_id(event)
+        event_id = delivery_info(event).event_id
         try:
             if str(event.get("type") or "") != MESSAGE_PUBLISHED:
                 raise MalformedInput(f"type: {str(event.get('type'))[:100]!r} is not {MESSAGE_PUBLISHED!r}")
@@ -231,13 +231,6 @@ class CommandWorker:
         labels = {"command": str(fields.get("kind", "")), "outcome": str(fields.get("outcome", ""))}
         log.log(level, message, extra={"fields": payload, "labels": labels})
         return fields
-
-
-def _event_id(event: Any) -> str:
-    try:
-        return str(event["id"])
-    except Exception:
-        return ""
 
 
 def build_worker(settings: Settings) -> CommandWorker:

@@ -28,6 +28,7 @@ from typing import Any
 
 import requests
 
+from controller.core.errors import EXIT_USAGE
 from controller.emulator.traffic import simulate_bad_release
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root
@@ -225,7 +226,7 @@ def run(*, once: bool, port: int | None, verbose: bool = False, log_file: Path |
         from controller.surfaces.cli_common import PROG
 
         print(f"{PROG} demo: error: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     port = port or free_port()
     # Kept after the demo on purpose: the path is printed so the lines can be read afterwards.
     log_path = log_file or Path(tempfile.mkdtemp(prefix="rollback-demo-")) / "handle_alert.log"

@@ -32,7 +32,7 @@ from controller.core.alertpolicies import (
 from controller.core.incident import parse_notification
 from controller.core.policy import Policy
 from controller.core.policy_matching import PolicySet
-from controller.surfaces.cli_alert_policies import add_command, main
+from controller.surfaces.cli_alert_policies import add_command
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "policies" / "default.yaml"
@@ -526,12 +526,6 @@ def test_cli_defaults_to_rollback_policies(monkeypatch: pytest.MonkeyPatch) -> N
     code, out, _ = run_cli()
     assert code == 0
     assert [b["userLabels"]["rollback_policy"] for b in json.loads(out)] == ["recommendations-trial"] * 2
-
-
-def test_main_runs_the_command(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(DEFAULT), "--channel", CHANNEL]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 3
-    assert main(["--help"]) == 0
 
 
 def test_importing_the_module_does_not_import_google_cloud() -> None:

@@ -33,7 +33,6 @@ from controller.core.incident import (
     parse_duration,
     parse_envelope,
     parse_notification,
-    parse_pubsub_data,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -41,6 +40,11 @@ PROBE_SOURCE = DATA / "ff_probe" / "ff_probe_main.py"
 PROBE_MODULE = "ff_probe_main"
 TOPIC = "//pubsub.googleapis.com/projects/demo-proj/topics/monitoring-alerts"
 EVENTARC_SUB = "projects/demo-proj/subscriptions/eventarc-us-central1-rollback-on-alert-123456-sub-789"
+
+
+def parse_pubsub_data(data: Any) -> Notification:
+    """``cloud_event.data`` → notification, the two stages ``parse_cloud_event`` runs."""
+    return parse_notification(parse_envelope(data).message.data)
 
 
 def load(name: str) -> Any:

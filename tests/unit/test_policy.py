@@ -23,16 +23,32 @@ from controller.adapters.policy_files import (
     load_policy_paths,
     policy_json_schema,
     policy_path,
-    validate_paths,
 )
 from controller.core.alert import Alert
 from controller.core.durations import format_duration, parse_duration
 from controller.core.errors import PolicyError
 from controller.core.policy import Canary, Match, Policy
-from controller.core.policy_matching import PolicySet, score_match
+from controller.core.policy_matching import PolicySet, explain_match
 from controller.surfaces.cli import schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def validate_paths(paths: list[Path]) -> list[str]:
+    """Every problem in these paths, as ``validate`` prints them (``PolicyLoadError.problems``)."""
+    try:
+        load_policy_paths(paths)
+    except PolicyLoadError as exc:
+        return list(exc.problems)
+    return []
+
+
+def score_match(match: Match, **where: Any) -> int | None:
+    """The specificity score ``explain_match`` gives, or None when ``match`` does not accept it."""
+    found = explain_match(match, **where)
+    return None if found is None else found.score
+
+
 DATA = ROOT / "tests" / "data" / "policies"
 INVALID = DATA / "invalid"
 
