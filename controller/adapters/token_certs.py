@@ -13,6 +13,10 @@ fast enough for an API nor safe under load. The project's policy, kept here, is:
   wait, the others wait for that one fetch; a failed fetch is remembered for 10 s, during which
   requests that need certificates answer 503 at once.
 
+``max-age`` is read from ``Cache-Control`` with a small case-insensitive pattern rather than
+werkzeug's ``parse_cache_control_header``: werkzeug 3.1 matches directive names case-sensitively
+(``MAX-AGE=5`` reads as none), where RFC 9111 section 5.2 says they are case-insensitive.
+
 Every certificate is parsed with google-auth's ``crypt.RSAVerifier`` when fetched, so an
 unusable answer (not PEM, not RSA) is "certificates unavailable" (503), not a refused token.
 """
