@@ -1,14 +1,9 @@
-"""The HTTP routes of ``handle_http``: a werkzeug ``Map`` of typed handlers, and the errors they answer.
+"""The HTTP routes of ``handle_http``: a werkzeug ``Map`` of typed handlers on ``Api``.
 
 ``URL_MAP`` declares every route once (path, method, handler); ``ROUTES`` is derived from it and
 ``docs/openapi.yaml`` documents exactly those (a test checks it). Each handler is an ``Api`` method
-``(request, actor) -> body | Answer``; what a failure answers is one table per scope, looked up by
-the exception's class (most specific first) instead of an ``except`` ladder:
-
-* ``request_errors``: the request itself (authentication, the body limit, validation) — any
-  handler, any time;
-* ``controller_errors``: what ManualControl / CanaryControl raised while acting (only inside
-  :meth:`Api.run`: the same classes raised elsewhere, e.g. a policy error while listing, stay 500s).
+``(request, actor) -> body | Answer``; what failures answer is in ``controller.surfaces.http_errors``
+(per-exception tables), what requests may hold in ``controller.surfaces.http_requests``.
 
 Still by hand, and why: the path is trimmed of *every* trailing slash before matching (werkzeug's
 ``strict_slashes=False`` forgives only one, and this API has always accepted ``/hold//``); HEAD is
@@ -17,16 +12,16 @@ taken off the GET rules (werkzeug adds it, this API answers it 405 with ``Allow:
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from werkzeug.exceptions import MethodNotAllowed, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request
 
+from controller.surfaces.http_errors import answer_for, controller_errors, request_errors, unavailable
 from controller.surfaces.http_requests import (
     CanaryApproveRequest,
     CanaryGateRequest,
@@ -44,22 +39,20 @@ from controller.surfaces.http_requests import (
     query_dict,
     read_body,
     refuse_declared_oversize,
-    too_large,
     validate,
 )
 
 if TYPE_CHECKING:
-    from controller.adapters.auth import AuthError, IdTokenVerifier
+    from controller.adapters.auth import IdTokenVerifier
     from controller.adapters.command_queue import CommandQueue
     from controller.app.canary_control import CanaryControl
-    from controller.app.manual import ManualControl, Refused
+    from controller.app.manual import ManualControl
     from controller.core.state import ServiceRef
     from controller.surfaces.slack_actions import SlackActionHandler
 
 log = logging.getLogger("controller.api")
 
 Reply = tuple[dict[str, Any], int, dict[str, str]]
-ErrorTable = Mapping[type[BaseException], Callable[[Any], HttpError]]
 
 
 @dataclass(frozen=True)
@@ -81,70 +74,6 @@ class Endpoint:
     name: str
     handler: Handler | None
     authenticated: bool = True
-
-
-def _unavailable(message: str) -> HttpError:
-    error = HttpError(503, "unavailable", message)
-    error.headers["Retry-After"] = "5"
-    return error
-
-
-def _auth_answer(exc: AuthError) -> HttpError:
-    failure = exc.failure
-    error = HttpError(failure.status, failure.error, failure.message)
-    if failure.status == 401:
-        error.headers["WWW-Authenticate"] = f'Bearer error="{failure.error}"'
-    return error
-
-
-def _refused(exc: Refused) -> HttpError:
-    from controller.app.manual import traffic_json
-
-    guard, state = exc.refusal, exc.state
-    return HttpError(
-        409, guard.guard, guard.message, service=state.ref.model_dump(), traffic=traffic_json(state.traffic)
-    )
-
-
-@functools.cache
-def request_errors() -> ErrorTable:
-    # Imported on first use, not at module level: a health check loads no auth (slack_sdk) module.
-    from controller.adapters.auth import AuthError
-
-    return {
-        HttpError: lambda exc: exc,
-        RequestEntityTooLarge: too_large,
-        AuthError: _auth_answer,
-    }
-
-
-@functools.cache
-def controller_errors() -> ErrorTable:
-    # Imported on first use (cold start): a health check loads neither Cloud Run nor the controller.
-    from controller.adapters.cloudrun import OperationFailed
-    from controller.app.canary_control import NoCanaryPolicy
-    from controller.app.manual import Refused
-    from controller.core.errors import ConflictError, PermanentError, ServiceNotFound, TemporaryError
-
-    return {
-        NoCanaryPolicy: lambda exc: HttpError(409, "no_canary_policy", str(exc)),
-        Refused: _refused,
-        ServiceNotFound: lambda exc: HttpError(404, "service_not_found", str(exc)),
-        ConflictError: lambda exc: HttpError(409, "conflict", f"the service kept changing while acting; retry: {exc}"),
-        OperationFailed: lambda exc: HttpError(
-            502, "operation_failed", f"{exc}; traffic may be unchanged, check status"
-        ),
-        TemporaryError: lambda exc: _unavailable(f"Cloud Run is unavailable, retry later: {exc}"),
-        PermanentError: lambda exc: HttpError(502, "cloud_run_refused", str(exc)),
-    }
-
-
-def answer_for(exc: BaseException, table: ErrorTable) -> HttpError | None:
-    """The table's answer for ``exc``'s most specific class in it, or None (not this table's to answer)."""
-    for cls in type(exc).__mro__:
-        if cls in table:
-            return table[cls](exc)
-    return None
 
 
 class Api:
@@ -311,7 +240,7 @@ class Api:
         try:
             ids = commands.canary_ticks(refs, actor=actor)
         except PublishFailed as exc:
-            raise _unavailable(f"could not queue the ticks, retry later: {exc}") from None
+            raise unavailable(f"could not queue the ticks, retry later: {exc}") from None
         log.info(
             "canary ticks queued",
             extra={"fields": {"event": "canary-tick-fleet", "count": len(ids), "project": project, "actor": actor}},
