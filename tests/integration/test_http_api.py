@@ -30,8 +30,9 @@ from controller.core.ledger import Ledger, write_ledger
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
-from controller.surfaces.api import MAX_BODY_BYTES, ROUTES
 from controller.surfaces.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
+from controller.surfaces.http_requests import MAX_BODY_BYTES
+from controller.surfaces.http_routes import ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 INCIDENT = json.loads((ROOT / "tests" / "data" / "incident-5xx-open.json").read_text())

@@ -16,7 +16,7 @@ import functions_framework
 import pytest
 from functions_framework import _function_registry
 
-from controller.surfaces import api
+from controller.surfaces import http_requests as api
 
 MAIN = Path(__file__).resolve().parent.parent.parent / "main.py"
 DEEP = b"[" * 5000 + b"]" * 5000
