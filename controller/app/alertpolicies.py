@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,8 +33,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_path
+from controller.adapters.policy_files import PolicyLoadError, load_policy_paths
 from controller.app.alertpolicies_terraform import FILENAME, dumps, to_terraform
+from controller.app.settings import policies_from_env
 from controller.core.alert import LABEL_ROLLBACK_POLICY, LABEL_TRIGGER, TriggerKind
 from controller.core.policy import ErrorRateTrigger, HealthTrigger, LatencyTrigger, Match, Policy, format_duration
 
@@ -720,7 +720,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             print(f"{PROG}: error: --probe-period {raw_period!r}: expected whole seconds (1-3600) or none", file=err)
             return EXIT_USAGE
         period = timedelta(seconds=int(raw_period))
-    paths: list[str] = list(args.paths) or [_display(policy_path(os.environ))]
+    paths: list[str] = list(args.paths) or [_display(policies_from_env())]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         for path in missing:

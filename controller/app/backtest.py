@@ -560,15 +560,12 @@ def run_command(
     env: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> int:
-    import os
-
     from controller.adapters.monitoring import MonitoringClient, MonitoringUnavailable
     from controller.app.settings import Settings
 
     out, err = out or sys.stdout, err or sys.stderr
-    environ = os.environ if env is None else env
     try:
-        settings = Settings.from_env(environ)
+        settings = Settings.from_env(env)
         length = parse_since(args.since)
     except ValueError as exc:
         return _fail(err, str(exc).splitlines()[0], EXIT_USAGE)

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
+from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema
 from controller.app.alertpolicies import add_command as _add_alert_policies  # alert-policies
 from controller.app.backtest import add_command as _add_backtest  # backtest (docs/backtest.md)
+from controller.app.settings import policies_from_env
 from controller.core.policy import Policy, PolicySet, format_duration, policy_warnings
 from controller.surfaces.cli_canary import register as _add_canary  # canary status | tick | gate | approve
 from controller.surfaces.cli_common import PROG  # "rollback-controller" or "python -m controller", as invoked
@@ -92,7 +92,7 @@ def _add_validate(subparsers: Subparsers) -> None:
 def _validate(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     # Resolved per call, not at import: tests and callers may swap sys.stdout.
     out, err = out or sys.stdout, err or sys.stderr
-    paths: list[str] = list(args.paths) or [_display(policy_path(os.environ))]
+    paths: list[str] = list(args.paths) or [_display(policies_from_env())]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         for path in missing:
