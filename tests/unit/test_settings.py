@@ -131,3 +131,22 @@ def test_only_settings_reads_the_environment() -> None:
         for hit in _reads_environment(path)
     ]
     assert readers == []
+
+
+def test_every_documented_variable_is_a_settings_field() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## Logs")]
+    documented = {
+        name
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for name in line.split("|")[1].replace("`", "").replace(" ", "").split(",")
+    }
+    read: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        assert alias is not None
+        read.update(str(choice) for choice in getattr(alias, "choices", [alias]))
+    # PUBSUB_EMULATOR_HOST is google-cloud-pubsub's own; every other documented variable is read here.
+    assert documented - read == {"PUBSUB_EMULATOR_HOST"}
+    assert read - documented == set()
