@@ -560,8 +560,9 @@ def run_command(
     env: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> int:
-    from controller.adapters.monitoring import MonitoringClient, MonitoringUnavailable
+    from controller.adapters.monitoring import MonitoringUnavailable
     from controller.app.settings import Settings
+    from controller.app.wiring import build_monitoring_client
 
     out, err = out or sys.stdout, err or sys.stderr
     try:
@@ -602,7 +603,7 @@ def run_command(
     print(f"{PROG}: {len(revisions)} revisions of {ref}; policy {policy.name}", file=err)
     reader = monitoring_client(settings.monitoring_endpoint)
     try:
-        with MonitoringClient(settings.monitoring_endpoint, deadline=30.0) as monitoring:
+        with build_monitoring_client(settings, deadline=30.0) as monitoring:
             result = run_backtest(
                 ref, policy, revisions, monitoring, reader, since=until - length, until=until, err=err
             )

@@ -51,7 +51,7 @@ def _flag(name: str, raw: str | None) -> bool:
     raise ValueError(f"{name}={raw!r}: expected true or false")
 
 
-def _env(name: str) -> Any:
+def _env(name: str) -> AliasChoices:
     """The field reads variable ``name`` (and, built in code, is passed by its field name)."""
     return AliasChoices(name)
 
@@ -60,6 +60,7 @@ class _MappingSource(EnvSettingsSource):
     """The environment pydantic-settings reads: :meth:`Settings.from_env`'s mapping, trimmed,
     blanks dropped (so that ``X=`` and ``X=" "`` mean unset, as they always have)."""
 
+    # pydantic-settings' hook for where the variables come from (the version is pinned).
     def _load_env_vars(self) -> Mapping[str, str | None]:
         env = _SOURCE.get()
         if env is None:
