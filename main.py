@@ -12,7 +12,6 @@ functions-framework's execution id): see ``controller/adapters/logs.py``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +37,7 @@ def _project() -> str | None:
     from controller.app.settings import Settings
 
     try:
-        return Settings.from_env(os.environ).default_project
+        return Settings.from_env().default_project
     except ValueError:  # the handler reports the bad setting itself
         return None
 

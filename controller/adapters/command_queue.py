@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from controller.adapters.clock import utc_now
 from controller.adapters.pubsub import Publisher, PublishFailed, shared_publisher
 from controller.core.commands import (
     CanaryTickCommand,
@@ -34,16 +35,12 @@ HANDOVER_TIMEOUT = 5.0
 CONTROLLER_ACTOR = "rollback-controller"
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def new_id() -> str:
     return uuid.uuid4().hex
 
 
 class CommandQueue:
-    def __init__(self, topic: str, publisher: Publisher, clock: Clock = _utc_now) -> None:
+    def __init__(self, topic: str, publisher: Publisher, clock: Clock = utc_now) -> None:
         self.topic = topic
         self.publisher = publisher
         self.clock = clock

@@ -38,10 +38,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
+from controller.adapters.clock import Clock, utc_now
 from controller.adapters.cloudrun import CloudRunApi
 from controller.adapters.monitoring import MonitoringApi, MonitoringUnavailable
 from controller.adapters.policy_files import load_for_runtime
@@ -61,12 +60,7 @@ from controller.core.state import Frozen, ServiceRef, ServiceState, TrafficTarge
 
 log = logging.getLogger("controller.canary")
 
-Clock = Callable[[], datetime]
 SIGNALS = frozenset({"error_rate", "latency", "health"})
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class NoCanaryPolicy(PermanentError):
@@ -420,15 +414,3 @@ def status_json(status: CanaryStatus) -> dict[str, Any]:
     data = status.model_dump(mode="json")
     data["traffic"] = traffic_json(status.traffic)
     return data
-
-
-def build_canary_control(settings: Settings, notifier: Notifier, clock: Clock = utc_now) -> CanaryControl:
-    """Wire a CanaryControl from settings (real Cloud Run and Monitoring clients)."""
-    from controller.adapters.cloudrun import CloudRunClient
-    from controller.adapters.monitoring import MonitoringClient
-
-    run = CloudRunClient(
-        settings.run_endpoint, api_timeout=settings.api_timeout, operation_timeout=settings.operation_timeout
-    )
-    monitoring = MonitoringClient(settings.monitoring_endpoint, deadline=settings.monitoring_deadline)
-    return CanaryControl(run, monitoring, notifier, None, settings, clock)

@@ -17,15 +17,15 @@ Exactly one structured log line is written per delivery, with the whole decision
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from controller.adapters import logs
-from controller.adapters.cloudrun import Applied, CloudRunApi, CloudRunClient, OperationFailed
+from controller.adapters.clock import Clock, utc_now
+from controller.adapters.cloudrun import Applied, CloudRunApi, OperationFailed
 from controller.adapters.deadline import Deadline, scope
 from controller.adapters.monitoring import MonitoringApi, MonitoringUnavailable
 from controller.adapters.policy_files import load_for_runtime
@@ -33,7 +33,7 @@ from controller.adapters.slack import Notifier
 from controller.app.commit import Change, commit
 from controller.app.evidence_cache import EvidenceCache
 from controller.app.settings import Settings
-from controller.app.wiring import build_notifier
+from controller.app.wiring import build_monitoring_client, build_notifier, build_run_client
 from controller.core.alert import Alert, alert_from_incident, check_names
 from controller.core.announce import late_announcement
 from controller.core.decide import WOULD_ACT, Decision, Reason, decide
@@ -69,12 +69,6 @@ from controller.core.verify import (
 
 log = logging.getLogger("controller.alert")
 
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 class Outcome(Frozen):
     """What one delivery led to (returned for tests, the CLI and benchmarks)."""
@@ -107,15 +101,8 @@ class Controller:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Controller:
-        run = CloudRunClient(
-            settings.run_endpoint,
-            api_timeout=settings.api_timeout,
-            operation_timeout=settings.operation_timeout,
-        )
-        from controller.adapters.monitoring import MonitoringClient
-
-        monitoring = MonitoringClient(settings.monitoring_endpoint, deadline=settings.monitoring_deadline)
-        return cls(settings, run, build_notifier(settings), monitoring=monitoring)
+        monitoring = build_monitoring_client(settings)
+        return cls(settings, build_run_client(settings), build_notifier(settings), monitoring=monitoring)
 
     # -- policies ------------------------------------------------------------------------
     def policies(self) -> PolicySet:
@@ -573,7 +560,7 @@ def get_controller(env: Mapping[str, str] | None = None) -> Controller:
     with _controller_lock:
         if _controller is None:
             logs.configure()
-            settings = Settings.from_env(os.environ if env is None else env)
+            settings = Settings.from_env(env)
             from controller.adapters import events
 
             events.install(settings.events_topic)  # ROLLBACK_EVENTS_TOPIC: decisions also as Pub/Sub events

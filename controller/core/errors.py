@@ -28,16 +28,17 @@ Where each class is, its base, and what the caller must do:
 * adapters/deadline ``DeadlineReached`` (TemporaryError): redeliver before the platform cuts us off
 * adapters/cloudrun ``OperationFailed`` (TemporaryError): re-read: traffic may or may not have moved
 * adapters/policy_files ``PolicyLoadError`` (PolicyError): fix the files it lists
-* adapters/auth ``AuthError`` (ControllerError): answer its 401/403/503 as it says
-* adapters/auth ``CertsFetchError`` (TemporaryError): Google's certificates later: 503
+* adapters/auth_config ``AuthError`` (ControllerError): answer its 401/403/503 as it says
+* adapters/token_certs ``CertsFetchError`` (TemporaryError): Google's certificates later: 503
 * adapters/slack ``_Retry``/``_WebhookStatus`` (TemporaryError): retried inside the adapter, never escape
 * app/manual ``Refused`` (PermanentError): say why to the human; nothing changed
 * app/canary_control ``NoCanaryPolicy`` (PermanentError): configure a canary policy; acknowledge
-* app/backtest ``BacktestError`` (TemporaryError): Cloud Run/Monitoring unreadable: run again
-* app/alertpolicies ``AlertPolicyError`` (InvalidInput): fix the rollback policy (exit 1)
-* core/evaluator ``UnsupportedPolicy`` (InvalidInput): the alert policy is outside the model
-* surfaces/lab ``ScenarioError`` (InvalidInput): fix the scenario file (exit 2)
-* surfaces/api ``HttpError`` (ControllerError): the HTTP answer it holds, as is
+* core/backtest_model ``BacktestError`` (TemporaryError): Cloud Run/Monitoring unreadable: run again
+* core/alertpolicies ``AlertPolicyError`` (InvalidInput): fix the rollback policy (exit 1)
+* core/alertpolicy_spec ``UnsupportedPolicy`` (InvalidInput): the alert policy is outside the model
+* core/lab_scenario ``ScenarioError`` (InvalidInput): fix the scenario file (exit 2)
+* surfaces/http_requests ``HttpError`` (ControllerError): the HTTP answer it holds, as is
+* app/settings ``SettingsError`` (InvalidInput): fix the environment variable it names
 
 The classes outside this module stay beside the code that raises them, only deriving from here:
 those modules were being split by others while this one was written (issue 8), and moving a class

@@ -51,7 +51,6 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from pydantic import ValidationError
@@ -63,7 +62,7 @@ from controller.surfaces.http_routes import ROUTES, Api, Reply, route
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request
 
-__all__ = ["ROUTES", "Api", "build_api", "get_api", "handle", "reset_api", "utc_now"]
+__all__ = ["ROUTES", "Api", "build_api", "get_api", "handle", "reset_api"]
 
 log = logging.getLogger("controller.api")
 
@@ -96,19 +95,21 @@ _api: Api | None = None
 _api_lock = threading.Lock()
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def build_api(env: Mapping[str, str]) -> Api:
     """Wire the API from the environment (the variables in the README and docs/security.md)."""
     from controller.adapters import logs
     from controller.adapters.auth import AuthConfig, IdTokenVerifier, SlackVerifier
-    from controller.adapters.cloudrun import CloudRunClient
-    from controller.app.canary_control import build_canary_control
+    from controller.adapters.clock import utc_now
     from controller.app.manual import ManualControl
     from controller.app.settings import Settings
-    from controller.app.wiring import build_notifier
+    from controller.app.wiring import (
+        build_auth_config,
+        build_canary_control,
+        build_command_queue,
+        build_manual_control,
+        build_notifier,
+        build_run_client,
+    )
     from controller.surfaces.slack_actions import SlackActionHandler
 
     logs.configure()
@@ -119,27 +120,15 @@ def build_api(env: Mapping[str, str]) -> Api:
     notifier = build_notifier(settings)
     # Answering Slack inline: a 1 s client timeout and no rate-limit sleeping (Slack waits 3 s).
     slack_notifier = build_notifier(settings, interactive=True)
-    commands = None
-    if settings.commands_topic:
-        from controller.adapters.command_queue import CommandQueue
-        from controller.adapters.pubsub import shared_publisher
-
-        publisher = shared_publisher()
-        publisher.warm()  # built and connected now, not on the first button press (Slack's 3 s)
-        commands = CommandQueue(settings.commands_topic, publisher, utc_now)
-    run = CloudRunClient(
-        settings.run_endpoint, api_timeout=settings.api_timeout, operation_timeout=settings.operation_timeout
-    )
-    control = ManualControl(run, notifier, utc_now, settings)
+    commands = build_command_queue(settings, utc_now)  # its publisher connected now (Slack's 3 s)
+    control = build_manual_control(settings, notifier, utc_now)
     # Slack waits 3 s for an answer: the same engine with tight bounds (see slack_actions).
-    slack_run = CloudRunClient(
-        settings.run_endpoint, api_timeout=SLACK_API_TIMEOUT, operation_timeout=SLACK_OPERATION_TIMEOUT
-    )
+    slack_run = build_run_client(settings, api_timeout=SLACK_API_TIMEOUT, operation_timeout=SLACK_OPERATION_TIMEOUT)
     slack_settings = settings.model_copy(update={"conflict_retries": SLACK_CONFLICT_RETRIES})
     slack_control = ManualControl(slack_run, slack_notifier, utc_now, slack_settings)
     config_error = ""
     try:
-        auth = AuthConfig.from_env(env)
+        auth = build_auth_config(settings)
     except ValidationError as exc:
         # Never open: a malformed allow list closes every authenticated route (503) and says why.
         config_error = "; ".join(str(err["msg"]) for err in exc.errors())

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema, policy_path
+from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_json_schema
+from controller.app.settings import policies_from_env
 from controller.core.durations import format_duration
 from controller.core.errors import EXIT_USAGE, UsageError
 from controller.core.policy import Policy, policy_warnings
@@ -94,7 +94,7 @@ def _add_validate(subparsers: Subparsers) -> None:
 def _validate(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     # Resolved per call, not at import: tests and callers may swap sys.stdout.
     out, err = out or sys.stdout, err or sys.stderr
-    paths: list[str] = list(args.paths) or [_display(policy_path(os.environ))]
+    paths: list[str] = list(args.paths) or [_display(policies_from_env())]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         for path in missing:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from controller.adapters.policy_files import PolicyLoadError, load_policy_paths, policy_path
+from controller.adapters.policy_files import PolicyLoadError, load_policy_paths
+from controller.app.settings import policies_from_env
 from controller.core.alertpolicies import (
     CHANNEL_PLACEHOLDER,
     AlertPolicyError,
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             print(f"{PROG}: error: --probe-period {raw_period!r}: expected whole seconds (1-3600) or none", file=err)
             return EXIT_USAGE
         period = timedelta(seconds=int(raw_period))
-    paths: list[str] = list(args.paths) or [_display(policy_path(os.environ))]
+    paths: list[str] = list(args.paths) or [_display(policies_from_env())]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         for path in missing:

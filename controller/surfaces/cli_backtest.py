@@ -156,15 +156,13 @@ def run_command(
     env: Mapping[str, str] | None = None,
     now: datetime | None = None,
 ) -> int:
-    import os
-
-    from controller.adapters.monitoring import MonitoringClient, MonitoringUnavailable
+    from controller.adapters.monitoring import MonitoringUnavailable
     from controller.app.settings import Settings
+    from controller.app.wiring import build_monitoring_client
 
     out, err = out or sys.stdout, err or sys.stderr
-    environ = os.environ if env is None else env
     try:
-        settings = Settings.from_env(environ)
+        settings = Settings.from_env(env)
         length = parse_since(args.since)
     except ValueError as exc:
         return _fail(err, str(exc).splitlines()[0], EXIT_USAGE)
@@ -201,7 +199,7 @@ def run_command(
     print(f"{PROG}: {len(revisions)} revisions of {ref}; policy {policy.name}", file=err)
     reader = monitoring_client(settings.monitoring_endpoint)
     try:
-        with MonitoringClient(settings.monitoring_endpoint, deadline=30.0) as monitoring:
+        with build_monitoring_client(settings, deadline=30.0) as monitoring:
             result = run_backtest(
                 ref, policy, revisions, monitoring, reader, since=until - length, until=until, err=err
             )

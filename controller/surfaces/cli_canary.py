@@ -109,8 +109,7 @@ def register(subparsers: Subparsers) -> None:
 
 def _build(args: argparse.Namespace, err: TextIO) -> tuple[CanaryControl, str] | int:
     """The control and the project, or a usage exit code (the problem printed)."""
-    from controller.app.canary_control import build_canary_control
-    from controller.app.wiring import build_notifier
+    from controller.app.wiring import build_canary_control, build_notifier
 
     found = settings_and_project(args, f"{PROG} {args.action}", err)
     if isinstance(found, int):

@@ -83,7 +83,7 @@ def settings_and_project(args: argparse.Namespace, command: str, err: TextIO) ->
     from controller.app.settings import Settings
 
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env()
     except ValueError as exc:
         print(f"{command}: error: {exc}", file=err)
         return EXIT_USAGE
@@ -138,7 +138,17 @@ def explain(exc: BaseException, *, run_endpoint: str | None = None) -> str | Non
         if isinstance(item, OSError) and item.errno == errno.EADDRINUSE:
             return "address already in use: another process is listening on that port; pick another (0 = a free one)"
         if name == "ConnectionError" and module.startswith("requests"):
-            where = run_endpoint or os.environ.get("ROLLBACK_RUN_ENDPOINT") or "run.googleapis.com"
+            where = run_endpoint or _configured_run_endpoint() or "run.googleapis.com"
             hint = "is the emulator running?" if where.startswith("http://") else "check the network and proxy"
             return f"cannot reach Cloud Run at {where} ({hint})"
     return None
+
+
+def _configured_run_endpoint() -> str | None:
+    """ROLLBACK_RUN_ENDPOINT, for the hint only (None when the settings cannot be read at all)."""
+    from controller.app.settings import Settings  # lazy, as in settings_and_project: CLI start-up
+
+    try:
+        return Settings.from_env().run_endpoint
+    except ValueError:
+        return None

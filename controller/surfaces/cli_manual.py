@@ -125,11 +125,8 @@ def register(subparsers: Subparsers) -> None:
 
 def _control(args: argparse.Namespace, err: TextIO) -> tuple[ManualControl, ServiceRef | None] | int:
     """The engine and the service to act on, or a usage exit code (the problem printed)."""
-    from controller.adapters.cloudrun import CloudRunClient
-    from controller.app.manual import ManualControl
-    from controller.app.wiring import build_notifier
+    from controller.app.wiring import build_manual_control, build_notifier
     from controller.core.state import ServiceRef
-    from controller.surfaces.api import utc_now
 
     command = f"{PROG} {args.action}"
     found = settings_and_project(args, command, err)
@@ -142,10 +139,7 @@ def _control(args: argparse.Namespace, err: TextIO) -> tuple[ManualControl, Serv
     except ValueError as exc:
         print(f"{command}: error: {exc}", file=err)
         return EXIT_USAGE
-    run = CloudRunClient(
-        settings.run_endpoint, api_timeout=settings.api_timeout, operation_timeout=settings.operation_timeout
-    )
-    return ManualControl(run, build_notifier(settings), utc_now, settings), ref
+    return build_manual_control(settings, build_notifier(settings)), ref
 
 
 def _act(control: ManualControl, ref: ServiceRef, args: argparse.Namespace) -> ActionResult:

@@ -17,16 +17,16 @@ Exactly one log line per delivery (logger ``controller.commands``) says what was
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from controller.adapters import logs
+from controller.adapters.clock import Clock, utc_now
 from controller.adapters.slack import Notifier
 from controller.app.settings import Settings
 from controller.core.commands import (
@@ -45,12 +45,6 @@ if TYPE_CHECKING:  # imported lazily at run time: a queued Slack message needs n
     from controller.surfaces.slack_actions import SlackActionHandler
 
 log = logging.getLogger("controller.commands")
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class CommandWorker:
@@ -235,18 +229,13 @@ class CommandWorker:
 
 def build_worker(settings: Settings) -> CommandWorker:
     """Wire the worker from settings: the same guards, ledger and Slack handling as the HTTP path."""
+    # Lazy for cold start: a queued Slack message needs neither the controls nor their clients.
     from controller.adapters.auth import AuthConfig, SlackVerifier
-    from controller.adapters.cloudrun import CloudRunClient
-    from controller.app.canary_control import build_canary_control
-    from controller.app.manual import ManualControl
-    from controller.app.wiring import build_notifier
+    from controller.app.wiring import build_canary_control, build_manual_control, build_notifier
     from controller.surfaces.slack_actions import SlackActionHandler
 
     notifier = build_notifier(settings)
-    run = CloudRunClient(
-        settings.run_endpoint, api_timeout=settings.api_timeout, operation_timeout=settings.operation_timeout
-    )
-    control = ManualControl(run, notifier, utc_now, settings)
+    control = build_manual_control(settings, notifier, utc_now)
     canary = build_canary_control(settings, notifier, utc_now)
     # The worker never verifies a Slack request (the HTTP function did, before publishing).
     slack = SlackActionHandler(
@@ -265,7 +254,7 @@ def get_worker(env: Mapping[str, str] | None = None) -> CommandWorker:
     with _worker_lock:
         if _worker is None:
             logs.configure()
-            settings = Settings.from_env(os.environ if env is None else env)
+            settings = Settings.from_env(env)
             from controller.adapters import events
 
             events.install(settings.events_topic)
