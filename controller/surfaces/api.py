@@ -306,7 +306,7 @@ class Api:
     def _run(self, action: Callable[[], Any]) -> Any:
         """Run a ManualControl call, mapping the controller's errors to HTTP answers."""
         from controller.adapters.cloudrun import OperationFailed
-        from controller.app.canary_control import NoCanaryPolicy
+        from controller.app.canary_reports import NoCanaryPolicy
         from controller.app.manual import Refused, traffic_json
         from controller.core.errors import ConflictError, PermanentError, ServiceNotFound, TemporaryError
 
@@ -402,7 +402,7 @@ class Api:
         return {**query, **body}
 
     def _canary_tick(self, req: Incoming, actor: str) -> dict[str, Any] | Accepted:
-        from controller.app.canary_control import report_json
+        from controller.app.canary_reports import report_json
 
         control = self._canary_control()
         data = _validate(CanaryTickRequest, self._merged(req))
@@ -454,7 +454,7 @@ class Api:
         )
 
     def _canary_gate(self, req: Incoming, actor: str) -> dict[str, Any]:
-        from controller.app.canary_control import gate_json
+        from controller.app.canary_reports import gate_json
 
         control = self._canary_control()
         data = _validate(CanaryGateRequest, self._merged(req))
@@ -462,14 +462,14 @@ class Api:
         return gate_json(self._run(lambda: control.gate(ref, data.revision)))
 
     def _canary_status(self, req: Incoming, actor: str) -> dict[str, Any]:
-        from controller.app.canary_control import status_json
+        from controller.app.canary_reports import status_json
 
         control = self._canary_control()
         ref = self._ref(_validate(StatusQuery, _query_dict(req.query)))
         return status_json(self._run(lambda: control.status(ref)))
 
     def _canary_approve(self, req: Incoming, actor: str) -> dict[str, Any]:
-        from controller.app.canary_control import report_json
+        from controller.app.canary_reports import report_json
 
         control = self._canary_control()
         data = _validate(CanaryApproveRequest, _parse_json_object(req.body()))

@@ -311,7 +311,7 @@ class SlackActionHandler:
 
     def _promote(self, payload: BlockActions, ref: ServiceRef, candidate: str, *, queued: bool) -> Reply:
         """The canary "Promote" button: approve (a tick with ``approved_by``) and note it on the message."""
-        from controller.app.canary_control import report_json
+        from controller.app.canary_reports import report_json
         from controller.core.canary import Step
         from controller.core.errors import TemporaryError
 
