@@ -19,8 +19,8 @@ from controller.adapters.slack import Notifier
 from controller.app.settings import Settings
 from controller.core.alert import Alert
 from controller.core.decide import Decision, Reason
+from controller.core.envelope import DeliveryInfo
 from controller.core.errors import AccessDenied
-from controller.core.incident import DeliveryInfo
 from controller.core.messages import FAILED_HEADER, UNCONFIRMED_HEADER, SlackMessage, render
 from controller.core.policy import Policy
 from controller.core.slack_blocks import action_blocks

@@ -44,6 +44,7 @@ from controller.app.wiring import build_notifier
 from controller.core.alert import Alert, alert_from_incident, check_names
 from controller.core.announce import late_announcement
 from controller.core.decide import WOULD_ACT, Decision, Reason, decide
+from controller.core.envelope import DeliveryInfo, parse_cloud_event
 from controller.core.errors import (
     AccessDenied,
     ControllerError,
@@ -51,7 +52,6 @@ from controller.core.errors import (
     PermanentError,
     TemporaryError,
 )
-from controller.core.incident import DeliveryInfo, parse_cloud_event
 from controller.core.ledger import Ledger, read_ledger
 from controller.core.messages import LATE_HEADER
 from controller.core.policy import Policy, PolicySet
