@@ -14,7 +14,8 @@ import pytest
 from support import REF, T0, RecordingNotifier, alert
 
 from controller.adapters import logs
-from controller.adapters.cloudrun import CloudRunClient, OperationFailed, _translate
+from controller.adapters.cloudrun import CloudRunClient, OperationFailed
+from controller.adapters.cloudrun_errors import translate
 from controller.adapters.deadline import Deadline, scope
 from controller.adapters.monitoring import Evidence, MonitoringUnavailable, Window
 from controller.adapters.policy_files import load_policies
@@ -227,7 +228,7 @@ def test_only_known_transient_conditions_are_temporary() -> None:
     from google.api_core import exceptions as gexc
 
     def kind(exc: Exception, what: str = "get_service") -> type[Exception]:
-        return type(_translate(exc, what, REF))
+        return type(translate(exc, what, REF))
 
     untyped: Any = gexc  # api-core's exception constructors are untyped
     for denied in (untyped.Unauthorized, untyped.Forbidden, untyped.Unauthenticated, untyped.PermissionDenied):
