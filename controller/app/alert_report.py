@@ -23,7 +23,7 @@ from controller.core.envelope import DeliveryInfo
 from controller.core.errors import AccessDenied
 from controller.core.messages import FAILED_HEADER, UNCONFIRMED_HEADER, SlackMessage, render
 from controller.core.policy import Policy
-from controller.core.slack_blocks import action_blocks
+from controller.core.slack_blocks import action_blocks, section
 from controller.core.state import Frozen, ServiceRef
 
 log = logging.getLogger("controller.alert")
@@ -145,7 +145,7 @@ class AlertReporting:
         text = f":no_entry: cannot act on {exc.service}: the controller's service account lacks {exc.permission}"
         detail = f"{text}\n{exc.method} was refused; grant {exc.permission} (see docs/security.md)."
         channel = policy.notify.slack_channel if policy else None
-        blocks = ({"type": "section", "text": {"type": "mrkdwn", "text": detail}},)
+        blocks = (section(detail),)
         notified = self.notifier.post(SlackMessage(text=text, blocks=blocks, channel=channel))
         message = f"{exc.method} refused: the controller's service account lacks {exc.permission} ({exc})"
         self._log(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.core import slack_blocks as kit
 from controller.core.alert import Alert
 from controller.core.decide import Decision, Reason
 from controller.core.mrkdwn import escape, link
@@ -96,43 +97,37 @@ def render(
     head = (header or _HEADERS.get(decision.reason, _DEFAULT_HEADER)).format(service=name, reason=decision.reason.value)
     # Everything interpolated into mrkdwn below may come from outside (labels, the incident, a
     # human's reason): escaped (controller/core/mrkdwn.py); only our own markup stays live.
-    fields: list[str] = []
+    facts: list[str] = []
     if ref:
-        fields.append(f"*Service*\n{escape(ref.service)}")
-        fields.append(f"*Project / region*\n{escape(ref.project)} / {escape(ref.region)}")
+        facts.append(f"*Service*\n{escape(ref.service)}")
+        facts.append(f"*Project / region*\n{escape(ref.project)} / {escape(ref.region)}")
     if decision.suspect or decision.target:
-        fields.append(f"*From → to*\n`{escape(decision.suspect or '?')}` → `{escape(decision.target or 'none')}`")
+        facts.append(f"*From → to*\n`{escape(decision.suspect or '?')}` → `{escape(decision.target or 'none')}`")
     if not alert.is_test:
-        fields.append(f"*Trigger*\n{escape(describe_trigger(alert, policy))}")
+        facts.append(f"*Trigger*\n{escape(describe_trigger(alert, policy))}")
     mode: str = policy.mode if policy else "n/a"
     if decision.reason is Reason.DRY_RUN:
         mode = "DRY RUN"
-    fields.append(f"*Mode*\n{mode}")
-    fields.append("*Actor*\nrollback-controller (alert)")
+    facts.append(f"*Mode*\n{mode}")
+    facts.append("*Actor*\nrollback-controller (alert)")
 
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": escape(decision.message)[:2900]}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields[:10]]},
+        kit.header(head),
+        kit.section(escape(decision.message)),
+        kit.fields(facts),
     ]
     if decision.evidence:
         measured = "\n".join(f"• {escape(line)}" for line in decision.evidence)
-        blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*Measured by Cloud Monitoring*\n{measured}"[:2900]},
-            }
-        )
+        blocks.append(kit.section(f"*Measured by Cloud Monitoring*\n{measured}"))
     if extra:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": escape(extra)[:2900]}})
+        blocks.append(kit.section(escape(extra)))
     links = []
     if alert.url:
         links.append(link(alert.url, f"Incident {alert.incident_id}"))
     if ref:
         links.append(link(console_url(ref.project, ref.region, ref.service), "Cloud Run console"))
     policy_name = escape(decision.policy or "none")
-    context = " · ".join([*links, f"policy `{policy_name}`", f"reason `{decision.reason.value}`"])
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:2900]}]})
+    blocks.append(kit.context(" · ".join([*links, f"policy `{policy_name}`", f"reason `{decision.reason.value}`"])))
     blocks.extend(actions)
     # The plain text is what phones and screen readers show; it must stand on its own.
     # The header already says "Rolled back"; don't repeat the verb in the sentence after it.
