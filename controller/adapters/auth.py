@@ -48,10 +48,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, Protocol, TypeGuard
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import SecretStr, field_validator
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from controller.core.errors import ControllerError
+from controller.core.models import Strict
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class AuthConfig(BaseModel):
+class AuthConfig(Strict):
     """Who may call the HTTP API, read once from the environment (see :meth:`from_env`).
 
     ``allowed_principals`` holds exact emails or ``*@domain`` (that domain only, never its
@@ -173,8 +174,6 @@ class AuthConfig(BaseModel):
     ``slack_signing_secret`` or ``slack_allowed_users`` -> the Slack route does.
     ``trust_platform``: accept tokens whose signature Cloud Run removed (see the module docstring).
     """
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     audience: str | None = None
     allowed_principals: tuple[str, ...] = ()

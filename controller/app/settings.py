@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from controller.adapters.policy_files import DEFAULT_POLICY_PATH as DEFAULT_POLICIES
+from controller.core.models import Strict
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -27,9 +28,7 @@ def _flag(name: str, raw: str | None) -> bool:
     raise ValueError(f"{name}={raw!r}: expected true or false")
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
+class Settings(Strict):
     policies: Path = DEFAULT_POLICIES
     run_endpoint: str | None = None
     monitoring_endpoint: str | None = None

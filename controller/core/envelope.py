@@ -23,11 +23,12 @@ import binascii
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from controller.core.errors import MalformedInput
 from controller.core.incident import Labels, Notification, Text, parse_notification
+from controller.core.models import Lenient
 from controller.core.parsing import clip, loads, type_name, validate
 from controller.core.state import Frozen
 
@@ -46,10 +47,10 @@ _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 # --------------------------------------------------------------------------- stage 1: envelope
 
 
-class _Envelope(BaseModel):
+class _Envelope(Lenient):
     # Strict types for what we read; unknown keys ignored (see module docstring).
     # validate_by_name lets tests and callers build models with the Python field names.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, validate_by_name=True)
+    pass
 
 
 class PubsubMessage(_Envelope):

@@ -34,10 +34,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from controller.core.errors import MalformedInput
+from controller.core.models import Lenient
 from controller.core.parsing import loads, type_name, validate
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -159,11 +160,11 @@ Labels = Annotated[dict[str, str], BeforeValidator(_labels)]
 # --------------------------------------------------------------------------- stage 2: payload
 
 
-class _Open(BaseModel):
+class _Open(Lenient):
     # Monitoring's notification format grows over time (1.1 → 1.2 added a dozen fields, then
     # severity): unknown keys are ignored rather than refused, or a harmless Google-side
     # addition would stop every rollback. Known keys are typed strictly.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, validate_by_name=True)
+    pass
 
 
 class Resource(_Open):

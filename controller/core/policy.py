@@ -22,7 +22,6 @@ from itertools import pairwise
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -34,6 +33,7 @@ from pydantic import (
 
 from controller.core.alert import LABEL_ROLLBACK_POLICY
 from controller.core.errors import PolicyError
+from controller.core.models import Strict
 
 # ---------------------------------------------------------------------------------------------
 # Durations
@@ -85,8 +85,8 @@ _Pattern = Annotated[str, Field(min_length=1)]
 # ---------------------------------------------------------------------------------------------
 
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
+class StrictModel(Strict):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class Match(StrictModel):

@@ -12,8 +12,9 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from controller.core.models import Lenient
 from controller.core.state import ServiceRef
 
 BLOCK_ID: Final = "rollback_controller_actions"
@@ -141,10 +142,11 @@ def parse_promote_value(value: str) -> tuple[ServiceRef, str]:
 # --------------------------------------------------------------------------- payload
 
 
-class _Lenient(BaseModel):
+class _Lenient(Lenient):
     # Slack adds payload fields over time; we read the few we need and ignore the rest (this is
-    # Slack's document, not our API, so unknown fields are not an error here).
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Slack's document, not our API, so unknown fields are not an error here). Not strict: the
+    # payload arrives form-encoded and JSON-decoded, and was always read with coercion.
+    model_config = ConfigDict(strict=False)
 
 
 class SlackUser(_Lenient):

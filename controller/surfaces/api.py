@@ -48,9 +48,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from controller import __version__
+from controller.core.models import Strict
 
 if TYPE_CHECKING:
     from controller.adapters.auth import IdTokenVerifier
@@ -96,8 +97,8 @@ _PROJECT = r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$"  # project ids (incl. domain-scop
 _NAME_OR_EMPTY = r"^(?:[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)?$"  # an optional revision name
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+class _Strict(Strict):
+    pass
 
 
 class Coordinates(_Strict):

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from controller.app.alertpolicies import generate
 from controller.core.alert import Alert, alert_from_incident
@@ -56,6 +56,7 @@ from controller.core.evaluator import (
     parse_policy,
 )
 from controller.core.incident import parse_notification
+from controller.core.models import Strict
 from controller.core.policy import Duration, Policy, PolicySet
 from controller.core.stats import Histogram, bucket_bounds, merge_all
 
@@ -104,8 +105,8 @@ class ScenarioError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(Strict):
+    model_config = ConfigDict(strict=False)
 
 
 class Behaviour(_Model):
