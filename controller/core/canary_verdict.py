@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from controller.core.formatting import percent
 from controller.core.policy import Canary, Triggers
 from controller.core.state import Frozen
 from controller.core.verify import Numbers
@@ -38,10 +39,6 @@ class Comparison(Frozen):
     lines: tuple[str, ...] = ()  # the measured numbers, for Slack and CI
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:.2f}%"
-
-
 def compare(cfg: Canary, triggers: Triggers, candidate: Numbers, stable: Numbers) -> Comparison:
     """Candidate against stable over the same window (module docstring: rules and precedence)."""
     fails: list[str] = []
@@ -53,21 +50,21 @@ def compare(cfg: Canary, triggers: Triggers, candidate: Numbers, stable: Numbers
         unsure.append(f"only {candidate.requests:,} candidate requests in the window (need {need:,})")
     else:
         lines.append(
-            f"5xx: candidate {_pct(candidate.error_ratio)} of {candidate.requests:,} "
-            f"(95% CI {_pct(candidate.error_ratio_lower)}-{_pct(candidate.error_ratio_upper)}), "
-            f"stable {_pct(stable.error_ratio)} of {stable.requests:,}"
+            f"5xx: candidate {percent(candidate.error_ratio)} of {candidate.requests:,} "
+            f"(95% CI {percent(candidate.error_ratio_lower)}-{percent(candidate.error_ratio_upper)}), "
+            f"stable {percent(stable.error_ratio)} of {stable.requests:,}"
         )
         limit = stable.error_ratio + cfg.max_error_rate_increase if stable.requests >= need else None
         absolute = triggers.error_rate.above if triggers.error_rate else None
         if limit is not None and candidate.error_ratio_lower > limit:
             fails.append(
-                f"5xx ratio {_pct(candidate.error_ratio)} is significantly above stable's "
-                f"{_pct(stable.error_ratio)} + {_pct(cfg.max_error_rate_increase)} allowed"
+                f"5xx ratio {percent(candidate.error_ratio)} is significantly above stable's "
+                f"{percent(stable.error_ratio)} + {percent(cfg.max_error_rate_increase)} allowed"
             )
         elif absolute is not None and candidate.error_ratio_lower > absolute:
-            fails.append(f"5xx ratio {_pct(candidate.error_ratio)} is above the policy's {_pct(absolute)}")
+            fails.append(f"5xx ratio {percent(candidate.error_ratio)} is above the policy's {percent(absolute)}")
         elif limit is not None and candidate.error_ratio > limit:
-            unsure.append(f"5xx ratio {_pct(candidate.error_ratio)} is above the limit but not yet significantly")
+            unsure.append(f"5xx ratio {percent(candidate.error_ratio)} is above the limit but not yet significantly")
 
         c95 = candidate.p95_ms
         if candidate.latency_count < need or c95 is None:

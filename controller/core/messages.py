@@ -13,6 +13,7 @@ from typing import Any
 from controller.core import slack_blocks as kit
 from controller.core.alert import Alert
 from controller.core.decide import Decision, Reason
+from controller.core.formatting import percent
 from controller.core.mrkdwn import escape, link
 from controller.core.policy import Policy, format_duration
 from controller.core.state import Frozen
@@ -44,10 +45,6 @@ class SlackMessage(Frozen):
     thread_ts: str | None = None  # set on messages that were posted as replies (for tests and logs)
 
 
-def _pct(value: float) -> str:
-    return f"{value * 100:.1f}%".replace(".0%", "%")
-
-
 def describe_trigger(alert: Alert, policy: Policy | None) -> str:
     """E.g. ``5xx ratio 18.3% > 5% for 5m`` from the alert's numbers, else the policy's."""
     trigger = alert.trigger
@@ -64,8 +61,8 @@ def describe_trigger(alert: Alert, policy: Policy | None) -> str:
     observed = alert.observed_value
     span = f" for {format_duration(window)}" if window else ""
     if trigger == "error_rate":
-        obs = _pct(observed) if observed is not None else "?"
-        thr = _pct(threshold) if threshold is not None else "?"
+        obs = percent(observed) if observed is not None else "?"
+        thr = percent(threshold) if threshold is not None else "?"
         return f"5xx ratio {obs} > {thr}{span}"
     if trigger == "latency_p95":
         obs = f"{observed:.0f} ms" if observed is not None else "?"

@@ -156,7 +156,7 @@ def test_failing_candidate_is_rolled_back_with_the_numbers_in_slack() -> None:
     assert run.current.traffic[:2] == (pinned(STABLE, 100, "stable"), pinned(CANDIDATE, 0, "candidate"))
     assert read_ledger(run.current.annotations).is_quarantined(CANDIDATE)
     text = json.dumps(notifier.messages[-1].blocks)
-    assert "5xx: candidate 6.00% of 1,000" in text and "stable 0.50%" in text
+    assert "5xx: candidate 6% of 1,000" in text and "stable 0.5%" in text
     assert notifier.messages[-1].thread_ts == "1.000"
 
 
