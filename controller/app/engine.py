@@ -103,7 +103,7 @@ class Controller(AlertReporting):
             api_timeout=settings.api_timeout,
             operation_timeout=settings.operation_timeout,
         )
-        from controller.adapters.monitoring import MonitoringClient
+        from controller.adapters.monitoring import MonitoringClient  # lazy: only when the process builds one
 
         monitoring = MonitoringClient(settings.monitoring_endpoint, deadline=settings.monitoring_deadline)
         return cls(settings, run, build_notifier(settings), monitoring=monitoring)
@@ -321,7 +321,7 @@ def get_controller(env: Mapping[str, str] | None = None) -> Controller:
         if _controller is None:
             logs.configure()
             settings = Settings.from_env(os.environ if env is None else env)
-            from controller.adapters import events
+            from controller.adapters import events  # lazy: loaded with the controller, not by `import main`
 
             events.install(settings.events_topic)  # ROLLBACK_EVENTS_TOPIC: decisions also as Pub/Sub events
             _controller = Controller.from_settings(settings)

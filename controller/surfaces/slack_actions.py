@@ -46,8 +46,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from controller.core.canary import Step
 from controller.core.commands import SlackActionName
-from controller.core.errors import ControllerError, ServiceNotFound
+from controller.core.errors import ControllerError, ServiceNotFound, TemporaryError
 from controller.core.slack_blocks import (
     ACTION_HOLD,
     ACTION_PROMOTE,
@@ -263,7 +264,6 @@ class SlackActionHandler:
         self, payload: BlockActions, kind: SlackActionName, ref: ServiceRef, *, command_id: str, queued: bool
     ) -> Reply:
         from controller.app.manual import Refused, render_action, result_json
-        from controller.core.errors import TemporaryError
 
         actor = actor_of(payload.user)
         reason = "pressed in Slack"
@@ -311,8 +311,6 @@ class SlackActionHandler:
     def _promote(self, payload: BlockActions, ref: ServiceRef, candidate: str, *, queued: bool) -> Reply:
         """The canary "Promote" button: approve (a tick with ``approved_by``) and note it on the message."""
         from controller.app.canary_reports import report_json
-        from controller.core.canary import Step
-        from controller.core.errors import TemporaryError
 
         if self._canary is None:
             return self._replies.ephemeral(
