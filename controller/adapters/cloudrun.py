@@ -13,9 +13,10 @@ masked ``annotations`` replaces the whole map, so the caller sends every annotat
 of the read makes a service changed in between refuse the write (409/412, or a 400
 FAILED_PRECONDITION about the etag); the caller re-reads, re-decides and retries.
 
-What serves is ``traffic_statuses`` while the service reconciles, its ``observed_generation``
-lags ``generation``, or its ``terminal_condition`` is not succeeded: ``traffic`` is then only the
-request (``google.cloud.run_v2.types.Service`` field docs).
+This module is the transport (clients, timeouts, the write and the operation wait). The protos
+become ``ServiceState`` in :mod:`controller.adapters.cloudrun_convert` (what serves while a service
+reconciles), and API errors become the controller's error classes in
+:mod:`controller.adapters.cloudrun_errors`.
 
 The operation is polled here, not with ``operation.result()``: each poll has its own timeout
 (a hung poll must not hold the worker: ``result(timeout=)`` bounds only the loop), the wait ends
@@ -32,14 +33,22 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from controller.adapters import deadline as deadlines
+from controller.adapters.cloudrun_convert import (
+    FAILED,
+    LATEST,
+    REVISION,
+    is_ready,
+    revision_from_proto,
+    service_state,
+    short_name,
+)
+from controller.adapters.cloudrun_errors import METHODS, translate
 from controller.core.errors import (
     AccessDenied,
     ConflictError,
-    ControllerError,
-    PermanentError,
     ServiceNotFound,
     TemporaryError,
 )
@@ -47,22 +56,8 @@ from controller.core.state import Frozen, Revision, ServiceRef, ServiceState, Tr
 
 log = logging.getLogger(__name__)
 
-_LATEST = 1  # run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
-_REVISION = 2  # ...TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
-_SUCCEEDED = 4  # run_v2.Condition.State.CONDITION_SUCCEEDED
-_FAILED = 3  # run_v2.Condition.State.CONDITION_FAILED
 UPDATE_MASK = ("traffic", "annotations")
 _LISTED_SERVICES = 256  # services whose revision listing is kept (canary ticks walk many)
-
-# The API method behind each call, and the IAM permission it needs (Cloud Run IAM permissions page).
-METHODS: dict[str, tuple[str, str]] = {
-    "get_service": ("GetService", "run.services.get"),
-    "list_services": ("ListServices", "run.services.list"),
-    "update_service": ("UpdateService", "run.services.update"),
-    "list_revisions": ("ListRevisions", "run.revisions.list"),
-    "get_revision": ("GetRevision", "run.revisions.get"),
-    "get_operation": ("GetOperation", "run.operations.get"),
-}
 
 
 class Applied(Frozen):
@@ -102,139 +97,6 @@ class CloudRunApi(Protocol):
     def list_services(self, project: str, region: str) -> list[ServiceRef]:
         """Every service in one project and region (the canary tick walks them)."""
         ...
-
-
-def _short(name: str) -> str:
-    return name.rsplit("/", 1)[-1] if name else ""
-
-
-def _traffic(entries: Any) -> tuple[TrafficTarget, ...]:
-    out = []
-    for t in entries:
-        kind: Literal["latest", "revision"] = (
-            "latest" if int(t.type_) == _LATEST or (int(t.type_) != _REVISION and not t.revision) else "revision"
-        )
-        out.append(
-            TrafficTarget(
-                kind=kind,
-                revision=t.revision if kind == "revision" else "",
-                percent=t.percent,
-                tag=t.tag,
-            )
-        )
-    return tuple(out)
-
-
-def _ready(conditions: Any) -> bool:
-    return any(c.type_ == "Ready" and int(c.state) == _SUCCEEDED for c in conditions)
-
-
-def _period(container: Any, probe: str) -> int:
-    # An absent probe is 0; a present one without a period has Cloud Run's default (10 s).
-    return int(getattr(container, probe).period_seconds or 10) if probe in container else 0
-
-
-def _revision(rev: Any) -> Revision:
-    first = rev.containers[0] if rev.containers else None
-    return Revision(
-        name=_short(rev.name),
-        create_time=rev.create_time,
-        ready=_ready(rev.conditions),
-        image=first.image if first is not None else "",
-        liveness_period=_period(first, "liveness_probe") if first is not None else 0,
-        startup_period=_period(first, "startup_probe") if first is not None else 0,
-    )
-
-
-def settled(svc: Any) -> bool:
-    """True when ``traffic`` is what serves: not reconciling, status caught up, last rollout succeeded."""
-    terminal = svc.terminal_condition
-    failed_or_pending = bool(terminal.type_) and int(terminal.state) != _SUCCEEDED
-    return not (svc.reconciling or int(svc.observed_generation) != int(svc.generation) or failed_or_pending)
-
-
-def _state(ref: ServiceRef, svc: Any, revisions: tuple[Revision, ...]) -> ServiceState:
-    serving = svc.traffic if settled(svc) or not svc.traffic_statuses else svc.traffic_statuses
-    return ServiceState(
-        ref=ref,
-        etag=svc.etag,
-        generation=int(svc.generation),
-        traffic=_traffic(serving),
-        revisions=revisions,
-        annotations=dict(svc.annotations),
-        latest_ready_revision=_short(svc.latest_ready_revision),
-        uri=svc.uri,
-    )
-
-
-def _status_name(exc: Any) -> str:
-    """The gRPC status of an API error: from the exception class, or (REST) from the JSON body."""
-    code = getattr(exc, "grpc_status_code", None)
-    if code is not None:
-        return str(getattr(code, "name", code))
-    response = getattr(exc, "response", None)
-    try:
-        return str(response.json()["error"]["status"]) if response is not None else ""
-    except Exception:  # no JSON body: the status is unknown, the HTTP code still classifies
-        return ""
-
-
-def _transient(exc: Exception) -> bool:
-    """Known transient conditions only (issue 12: everything else is permanent, never a poison loop)."""
-    import requests
-    from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
-
-    if isinstance(exc, auth_exc.GoogleAuthError) and exc.retryable:
-        return True  # google-auth says so itself (e.g. a metadata-server hiccup while refreshing)
-    return isinstance(
-        exc,
-        (
-            gexc.TooManyRequests,  # 429, gRPC RESOURCE_EXHAUSTED
-            gexc.InternalServerError,  # 500, INTERNAL
-            gexc.BadGateway,  # 502
-            gexc.ServiceUnavailable,  # 503, UNAVAILABLE
-            gexc.GatewayTimeout,  # 504, DEADLINE_EXCEEDED
-            gexc.RetryError,  # api-core retried a transient error until its deadline
-            requests.exceptions.ConnectionError,
-            requests.exceptions.Timeout,
-            auth_exc.TransportError,  # the token endpoint could not be reached
-            auth_exc.TimeoutError,
-            TimeoutError,
-            ConnectionError,
-        ),
-    )
-
-
-def _translate(exc: Exception, what: str, ref: ServiceRef) -> Exception:
-    """Map an exception from a call (``what`` = a key of METHODS) to what the caller must do."""
-    from google.api_core import exceptions as gexc
-
-    if isinstance(exc, ControllerError):
-        return exc
-    method, permission = METHODS.get(what, (what, ""))
-    if isinstance(exc, gexc.NotFound):
-        return ServiceNotFound(f"{method}: {ref} not found: {exc.message}")
-    if isinstance(exc, gexc.Conflict | gexc.PreconditionFailed):  # 409 ABORTED/ALREADY_EXISTS, 412
-        return ConflictError(f"{method}: {ref} changed since it was read ({exc.message})")
-    if isinstance(exc, gexc.BadRequest):
-        # AIP-154 says a stale etag is ABORTED (409); some APIs answer FAILED_PRECONDITION (400)
-        # about the etag. Only that one is a conflict: other 400s will fail the same way again.
-        about_etag = "etag" in str(exc.message).lower()
-        if about_etag and (isinstance(exc, gexc.FailedPrecondition) or _status_name(exc) == "FAILED_PRECONDITION"):
-            return ConflictError(f"{method}: {ref} changed since it was read ({exc.message})")
-        return PermanentError(f"{method}: {ref}: the API refused the request: {exc.message}")
-    if isinstance(exc, gexc.Unauthorized | gexc.Forbidden):  # REST 401/403; gRPC UNAUTHENTICATED/PERMISSION_DENIED
-        return AccessDenied(
-            f"Cloud Run {method} on {ref} was refused ({exc.code}): the controller's service account "
-            f"lacks {permission or 'a permission'}: {exc.message}",
-            service=ref.service,
-            method=method,
-            permission=permission,
-        )
-    if _transient(exc):
-        return TemporaryError(f"{method}: {ref}: {type(exc).__name__}: {exc}")
-    return PermanentError(f"{method}: {ref}: unexpected {type(exc).__name__}: {exc}")
 
 
 class CloudRunClient:
@@ -300,7 +162,7 @@ class CloudRunClient:
         try:
             return fn(timeout=timeout, **kwargs)
         except Exception as exc:
-            error = _translate(exc, what, ref)
+            error = translate(exc, what, ref)
             if isinstance(error, TemporaryError) and deadlines.current().expired():
                 error = deadlines.DeadlineReached(f"delivery deadline reached during {METHODS[what][0]}: {error}")
             raise error from exc
@@ -319,15 +181,15 @@ class CloudRunClient:
         """
         _, revisions = self._get_clients()
         svc = self._read_service(ref)
-        key, created = ref.resource_name, _short(svc.latest_created_revision)
+        key, created = ref.resource_name, short_name(svc.latest_created_revision)
         with self._lock:
             cached = self._listed.get(key)
         if cached is not None and cached[0] == created and time.monotonic() - cached[1] < self._revision_ttl:
-            return _state(ref, svc, cached[2])
+            return service_state(ref, svc, cached[2])
 
         def listed(timeout: float, retry: Any) -> tuple[Revision, ...]:
             pager = revisions.list_revisions(parent=ref.resource_name, retry=retry, timeout=timeout)
-            return tuple(_revision(r) for r in pager)  # the pager fetches further pages itself
+            return tuple(revision_from_proto(r) for r in pager)  # the pager fetches further pages itself
 
         revs = self._call("list_revisions", ref, listed)
         with self._lock:
@@ -335,7 +197,7 @@ class CloudRunClient:
             self._listed.move_to_end(key)
             while len(self._listed) > _LISTED_SERVICES:
                 self._listed.popitem(last=False)
-        return _state(ref, svc, revs)
+        return service_state(ref, svc, revs)
 
     def forget_revisions(self, ref: ServiceRef) -> None:
         """Drop the listing of ``ref``'s revisions: the next read lists them again."""
@@ -352,7 +214,7 @@ class CloudRunClient:
                 rev = self._call(
                     "get_revision", state.ref, revisions.get_revision, name=state.ref.revision_resource_name(name)
                 )
-                now_ready: bool | None = _ready(rev.conditions)
+                now_ready: bool | None = is_ready(rev.conditions)
             except ServiceNotFound:
                 now_ready = None
             if known is None or now_ready != known.ready:
@@ -368,7 +230,7 @@ class CloudRunClient:
 
         def listed(timeout: float, retry: Any) -> list[str]:
             return sorted(
-                _short(svc.name) for svc in services.list_services(parent=parent, retry=retry, timeout=timeout)
+                short_name(svc.name) for svc in services.list_services(parent=parent, retry=retry, timeout=timeout)
             )
 
         names = self._call("list_services", where, listed)
@@ -390,7 +252,7 @@ class CloudRunClient:
             etag=state.etag,
             traffic=[
                 run_v2.TrafficTarget(
-                    type_=_LATEST if t.kind == "latest" else _REVISION,
+                    type_=LATEST if t.kind == "latest" else REVISION,
                     revision=t.revision if t.kind == "revision" else "",
                     percent=t.percent,
                     tag=t.tag,
@@ -451,7 +313,7 @@ class CloudRunClient:
                 )
                 return self._confirm_by_read(ref, state, traffic, annotations, targets, expected, until)
             except Exception as exc:  # a hung or failed poll: the write is committed, keep waiting
-                problem = _translate(exc, "get_operation", ref)
+                problem = translate(exc, "get_operation", ref)
                 if isinstance(problem, AccessDenied):
                     # The write is committed; without run.operations.get, watch the service instead.
                     log.error(str(problem), extra={"fields": {"api_method": "GetOperation"}})
@@ -463,7 +325,7 @@ class CloudRunClient:
             done = run_v2.Service.deserialize(op.response.value)
         except DecodeError:
             return self._confirm_by_read(ref, state, traffic, annotations, targets, expected, until)
-        return Applied(state=_state(ref, done, state.revisions), confirmed=True)
+        return Applied(state=service_state(ref, done, state.revisions), confirmed=True)
 
     def _confirm_by_read(
         self,
@@ -481,9 +343,11 @@ class CloudRunClient:
             svc = self._read_service(ref)
             if int(svc.generation) > expected or (int(svc.observed_generation) >= expected and not svc.reconciling):
                 terminal = svc.terminal_condition
-                if int(terminal.state) == _FAILED and int(svc.generation) == expected:
+                if int(terminal.state) == FAILED and int(svc.generation) == expected:
                     raise self._failed(ref, targets, terminal.message, 0)
-                return Applied(state=_state(ref, svc, state.revisions), confirmed=True, detail="confirmed by read")
+                return Applied(
+                    state=service_state(ref, svc, state.revisions), confirmed=True, detail="confirmed by read"
+                )
             left = until - time.monotonic()
             if left <= 0:
                 pending = state.model_copy(update={"traffic": traffic, "annotations": dict(annotations)})

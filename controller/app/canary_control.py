@@ -8,7 +8,7 @@ out its decisions, the same way :mod:`controller.engine` does for alerts and
   plan (find the canary in the ledger, measure, ``canary.tick``), write traffic and ledger in one
   UpdateService carrying the etag, and on a conflict re-read and re-plan. That is what makes two
   racing ticks safe: the loser's re-plan sees the step that just started and waits.
-* **Evidence.** The window judged is ``canary.judged_window``: the whole minutes ending now inside
+* **Evidence.** The window judged is ``canary_traffic.judged_window``: the whole minutes ending now inside
   ``[step start + metric_lag, now]`` (so Monitoring's 60 s buckets, aligned to the end of the read
   interval, never reach into the minute before the step). Candidate and stable are measured over the *same* window with
   one :meth:`MonitoringApi.evidence` call (5xx, latency and health together), cached per window
@@ -45,73 +45,25 @@ from controller.adapters.cloudrun import CloudRunApi
 from controller.adapters.monitoring import MonitoringApi, MonitoringUnavailable
 from controller.adapters.policy_files import load_for_runtime
 from controller.adapters.slack import Notifier
+from controller.app.canary_reports import CanaryReport, CanaryStatus, GateReport, NoCanaryPolicy
 from controller.app.commit import Change, commit
 from controller.app.evidence_cache import EvidenceCache
 from controller.app.settings import Settings
 from controller.core import canary
-from controller.core.canary import CanaryDecision, CanaryState, Comparison, GateVerdict, Judgement, Step
+from controller.core.canary import CanaryDecision, Step
 from controller.core.canary_messages import render_canary
+from controller.core.canary_traffic import judged_window
+from controller.core.canary_verdict import Comparison, Verdict, compare
 from controller.core.errors import ControllerError, PermanentError
 from controller.core.evidence import Window
-from controller.core.ledger import Ledger, read_ledger
+from controller.core.ledger import CanaryState, Ledger, read_ledger
 from controller.core.policy import Policy
 from controller.core.policy_matching import PolicySet
-from controller.core.state import Frozen, ServiceRef, ServiceState, TrafficTarget
+from controller.core.state import Frozen, ServiceRef, ServiceState
 
 log = logging.getLogger("controller.canary")
 
 SIGNALS = frozenset({"error_rate", "latency", "health"})
-
-
-class NoCanaryPolicy(PermanentError):
-    """No policy with a ``canary`` block covers the service (a gate can never pass)."""
-
-
-class CanaryReport(Frozen):
-    """What one tick did for one service (the API answers it, ``--json`` prints it)."""
-
-    service: ServiceRef
-    policy: str = ""
-    step: Step = Step.NONE
-    message: str = ""
-    candidate: str = ""
-    stable: str = ""
-    percent: int = 0
-    comparison: Comparison | None = None
-    window: Window | None = None
-    changed: bool = False
-    confirmed: bool = True
-    dry_run: bool = False
-    attempts: int = 0
-    notified: bool = False
-    traffic: tuple[TrafficTarget, ...] = ()
-    canary: CanaryState | None = None  # the ledger's canary state after the tick
-    error: str = ""  # tick_all: this service failed (the others still ran)
-
-
-class GateReport(Frozen):
-    """The CI answer: ``verdict`` pass | fail | inconclusive (keep polling), with the evidence."""
-
-    verdict: GateVerdict
-    step: Step
-    percent: int
-    candidate: str
-    stable: str
-    revision: str  # the revision the verdict is about
-    evidence: tuple[str, ...]
-    reasons: tuple[str, ...]
-    message: str
-    service: ServiceRef
-
-
-class CanaryStatus(Frozen):
-    service: ServiceRef
-    policy: str
-    steps: tuple[int, ...]
-    canary: CanaryState | None
-    last_good: str
-    quarantined: tuple[str, ...]
-    traffic: tuple[TrafficTarget, ...]
 
 
 class _Planned(Frozen):
@@ -192,7 +144,7 @@ class CanaryControl:
         if self.policy_for(ref) is None:
             raise NoCanaryPolicy(f"no policy with a canary block covers {ref}: a gate would never pass")
         done = self._tick(ref)
-        decision, cs = done.decision, CanaryState.from_ledger(done.ledger.canary)
+        decision, cs = done.decision, done.ledger.canary
         name = revision or decision.candidate or (cs.candidate if cs else "")
         if not name and done.state.revisions:
             name = max(done.state.revisions, key=lambda r: r.create_time).name
@@ -217,7 +169,7 @@ class CanaryControl:
         ``candidate`` (the Slack button sends it) must be the canary in progress: a button on an
         old message never approves a newer revision."""
         if candidate:
-            current = CanaryState.from_ledger(read_ledger(self.run.read(ref).annotations).canary)
+            current = read_ledger(self.run.read(ref).annotations).canary
             if current is None or current.candidate != candidate or current.promoted_at is not None:
                 now = current.candidate if current and current.promoted_at is None else "none"
                 message = f"nothing to approve: {candidate} is not the canary in progress (in progress: {now})"
@@ -225,24 +177,24 @@ class CanaryControl:
         done = self._tick(ref, approved_by=actor)
         if done.decision.step in (Step.PROMOTE, Step.ROLLBACK) or done.report.dry_run:
             return done.report
-        cs = CanaryState.from_ledger(done.ledger.canary)
+        cs = done.ledger.canary
         if cs is None or cs.promoted_at is not None:
             return done.report.model_copy(update={"message": f"nothing to approve: {done.report.message}"})
         candidate = cs.candidate
 
         def plan(state: ServiceState, ledger: Ledger) -> tuple[bool, Change | None]:
-            now_cs = CanaryState.from_ledger(ledger.canary)
+            now_cs = ledger.canary
             if now_cs is None or now_cs.candidate != candidate or now_cs.promoted_at is not None:
                 return False, None
             if now_cs.approved_by:
                 return True, None
-            kept = ledger.model_copy(update={"canary": now_cs.model_copy(update={"approved_by": actor}).to_ledger()})
+            kept = ledger.model_copy(update={"canary": now_cs.model_copy(update={"approved_by": actor})})
             return True, Change(state.traffic, kept)
 
         recorded = commit(self.run, ref, plan, retries=self.settings.conflict_retries)
         after: CanaryState | None = cs
         if recorded.applied is not None:
-            after = CanaryState.from_ledger(read_ledger(recorded.applied.state.annotations).canary)
+            after = read_ledger(recorded.applied.state.annotations).canary
         message = f"promotion of {candidate} approved by {actor}; it happens once the step passes"
         message += f" ({done.report.message})"
         return done.report.model_copy(update={"message": message, "canary": after})
@@ -255,7 +207,7 @@ class CanaryControl:
             service=ref,
             policy=policy.name if policy else "",
             steps=tuple(policy.canary.steps) if policy and policy.canary else (),
-            canary=CanaryState.from_ledger(ledger.canary),
+            canary=ledger.canary,
             last_good=ledger.last_good,
             quarantined=tuple(q.revision for q in ledger.quarantined),
             traffic=state.traffic,
@@ -277,20 +229,20 @@ class CanaryControl:
 
         def plan(state: ServiceState, ledger: Ledger) -> tuple[_Planned, Change | None]:
             now = self.clock()
-            cs = CanaryState.from_ledger(ledger.canary)
+            cs = ledger.canary
             comparison: Comparison | None = None
             span: Window | None = None
-            if cs is not None and cs.promoted_at is None and (bounds := canary.judged_window(cs, cfg, now)) is not None:
+            if cs is not None and cs.promoted_at is None and (bounds := judged_window(cs, cfg, now)) is not None:
                 span = Window(start=bounds[0], end=bounds[1])
                 try:
                     found = evidence.get(span, SIGNALS)
                 except MonitoringUnavailable as exc:
                     # Never promote (nor fail) without numbers: inconclusive, with the reason.
                     comparison = Comparison(
-                        judgement=Judgement.INCONCLUSIVE, reasons=(f"Cloud Monitoring unavailable: {exc}",)
+                        judgement=Verdict.INCONCLUSIVE, reasons=(f"Cloud Monitoring unavailable: {exc}",)
                     )
                 else:
-                    comparison = canary.compare(cfg, policy.triggers, found.get(cs.candidate), found.get(cs.stable))
+                    comparison = compare(cfg, policy.triggers, found.get(cs.candidate), found.get(cs.stable))
             decision = canary.tick(state, ledger, policy, now, comparison, approved_by=approved_by)
             planned = _Planned(
                 decision=decision, window=span, evidence_error=evidence.failure, thread_ts=cs.thread_ts if cs else ""
@@ -325,7 +277,7 @@ class CanaryControl:
             dry_run=dry_run,
             attempts=done.attempts,
             traffic=after_state.traffic,
-            canary=CanaryState.from_ledger(ledger.canary),
+            canary=ledger.canary,
         )
         if applied is not None and decision.notify:
             report, ledger = self._notify(ref, policy, decision, planned.thread_ts, report, ledger)
@@ -352,21 +304,21 @@ class CanaryControl:
         report = report.model_copy(update={"notified": ts is not None})
         if starts_thread and ts:
             ledger = self._remember_thread(ref, decision, ts, ledger)
-            report = report.model_copy(update={"canary": CanaryState.from_ledger(ledger.canary)})
+            report = report.model_copy(update={"canary": ledger.canary})
         return report, ledger
 
     def _remember_thread(self, ref: ServiceRef, decision: CanaryDecision, ts: str, ledger: Ledger) -> Ledger:
         """Store the START message's ts in the canary state (a ledger-only write); best effort."""
-        started = CanaryState.from_ledger(decision.ledger_after.canary if decision.ledger_after else None)
+        started = decision.ledger_after.canary if decision.ledger_after else None
 
         def plan(state: ServiceState, now_ledger: Ledger) -> tuple[Ledger | None, Change | None]:
-            cs = CanaryState.from_ledger(now_ledger.canary)
+            cs = now_ledger.canary
             # Only the canary this message started: a newer tick may have moved on already.
             if cs is None or started is None or (cs.candidate, cs.stable) != (started.candidate, started.stable):
                 return None, None
             if cs.thread_ts:
                 return now_ledger, None
-            kept = now_ledger.model_copy(update={"canary": cs.model_copy(update={"thread_ts": ts}).to_ledger()})
+            kept = now_ledger.model_copy(update={"canary": cs.model_copy(update={"thread_ts": ts})})
             return kept, Change(state.traffic, kept)
 
         try:
@@ -391,26 +343,3 @@ class CanaryControl:
         labels = {"service": str(report.service), "step": report.step.value}
         text = f"canary {report.service}: {report.step.value}: {report.error or report.message}"
         log.log(level, text, extra={"fields": payload, "labels": labels})
-
-
-def report_json(report: CanaryReport) -> dict[str, Any]:
-    """A tick's outcome as the API answers it and ``--json`` prints it (traffic in Cloud Run's words)."""
-    from controller.core.manual_results import traffic_json
-
-    data = report.model_dump(mode="json")
-    data["traffic"] = traffic_json(report.traffic)
-    return data
-
-
-def gate_json(report: GateReport) -> dict[str, Any]:
-    """``{verdict, step, percent, candidate, stable, revision, evidence, reasons, message, service}``."""
-    data: dict[str, Any] = report.model_dump(mode="json")
-    return data
-
-
-def status_json(status: CanaryStatus) -> dict[str, Any]:
-    from controller.core.manual_results import traffic_json
-
-    data = status.model_dump(mode="json")
-    data["traffic"] = traffic_json(status.traffic)
-    return data

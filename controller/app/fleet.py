@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from controller.adapters.cloudrun import CloudRunApi
-from controller.core.canary import CanaryState
 from controller.core.errors import ControllerError
 from controller.core.ledger import Action, Hold, read_ledger
 from controller.core.state import Frozen, ServiceRef, TrafficTarget
@@ -45,7 +44,7 @@ def fleet_status(run: CloudRunApi, project: str, region: str) -> list[FleetRow]:
             rows.append(FleetRow(service=ref, error=str(exc)))
             continue
         ledger = read_ledger(state.annotations)
-        canary = CanaryState.from_ledger(ledger.canary)
+        canary = ledger.canary
         rows.append(
             FleetRow(
                 service=ref,

@@ -15,7 +15,7 @@ from typing import Any
 from controller.core.canary import CanaryDecision, Step
 from controller.core.messages import SlackMessage, console_url
 from controller.core.mrkdwn import escape, link
-from controller.core.slack_blocks import promote_blocks
+from controller.core.slack_blocks import context, fields, header, promote_blocks, section
 from controller.core.state import ServiceRef
 
 _HEADERS: dict[Step, str] = {
@@ -42,7 +42,7 @@ def render_canary(
     head = _HEADERS.get(decision.step, _DEFAULT).format(service=ref.service, step=decision.step.value)
     if not confirmed:
         head += UNCONFIRMED
-    fields = [  # escaped: names and reasons may come from outside (controller/core/mrkdwn.py)
+    facts = [  # escaped: names and reasons may come from outside (controller/core/mrkdwn.py)
         f"*Service*\n{escape(ref.service)}",
         f"*Project / region*\n{escape(ref.project)} / {escape(ref.region)}",
         f"*Candidate*\n`{escape(decision.candidate or '?')}`",
@@ -50,19 +50,18 @@ def render_canary(
         f"*Candidate's share now*\n{decision.percent}%",
     ]
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": escape(decision.message)[:2900]}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields]},
+        header(head),
+        section(escape(decision.message)),
+        fields(facts),
     ]
     comparison = decision.comparison
     if comparison is not None and (comparison.lines or comparison.reasons):
         lines = [f"*Judgement: {comparison.judgement.value}* (candidate against stable, same window)"]
         lines += [f"• {escape(line)}" for line in comparison.lines]
         lines += [f"• _{escape(reason)}_" for reason in comparison.reasons]
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:2900]}})
+        blocks.append(section("\n".join(lines)))
     console = link(console_url(ref.project, ref.region, ref.service), "Cloud Run console")
-    context = f"{console} · policy `{escape(policy)}`"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:2900]}]})
+    blocks.append(context(f"{console} · policy `{escape(policy)}`"))
     if decision.step is Step.AWAIT_APPROVAL:
         blocks.extend(promote_blocks(ref, decision.candidate))
     # The plain text is what phones and screen readers show; it must stand on its own.

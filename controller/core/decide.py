@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from controller.core.alert import Alert, TriggerKind
-from controller.core.ledger import Action, Ledger
+from controller.core.ledger import Action, CanaryState, Ledger
 from controller.core.policy import Policy
 from controller.core.state import Frozen, ServiceRef, ServiceState, TrafficTarget
 from controller.core.verify import Verdict, Verification
@@ -158,9 +158,9 @@ def rollback_traffic(state: ServiceState, target: str) -> tuple[TrafficTarget, .
     return (TrafficTarget(kind="revision", revision=target, percent=100), *tagged)
 
 
-def canary_after_rollback(ledger: Ledger, suspect: str) -> dict[str, object] | None:
+def canary_after_rollback(ledger: Ledger, suspect: str) -> CanaryState | None:
     """Rolling back a canary's candidate ends that canary (its stable is the last-good target)."""
-    if ledger.canary and ledger.canary.get("candidate") == suspect:
+    if ledger.canary and ledger.canary.candidate == suspect:
         return None
     return ledger.canary
 

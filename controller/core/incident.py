@@ -1,4 +1,4 @@
-"""Transport envelope → Cloud Monitoring incident: the parsing layer of the alert path.
+"""Cloud Monitoring incident models: stage 2 of the alert path's parsing (the payload).
 
 A Monitoring alert reaches the controller as a Pub/Sub message whose ``data`` is the base64 of
 the incident JSON (``{"incident": {...}, "version": "1.2"}``). Eventarc wraps that message in a
@@ -8,10 +8,11 @@ case the function receives ``cloud_event.data == {"message": {...}, "subscriptio
 ``message.data`` still base64.
 
 Parsing has two stages, as AWS Powertools' parser does it: first the envelope
-(``MessagePublishedData`` / ``PubsubMessage``, base64 decoded in a ``mode="before"`` validator),
-then the payload (``Notification`` / ``Incident``). Every failure becomes ``MalformedInput`` whose
-message names the offending field (``incident.started_at: Input should be a valid number``) and is
-bounded in length, so the caller can log it, acknowledge the message and move on.
+(``MessagePublishedData`` / ``PubsubMessage`` in :mod:`controller.core.envelope`, base64 decoded in
+a ``mode="before"`` validator), then the payload (``Notification`` / ``Incident``, here). Every
+failure becomes ``MalformedInput`` whose message names the offending field
+(``incident.started_at: Input should be a valid number``) and is bounded in length
+(:mod:`controller.core.parsing`), so the caller can log it, acknowledge the message and move on.
 
 Tolerance, decided once here (see also ``docs`` in each model):
 
@@ -20,56 +21,27 @@ Tolerance, decided once here (see also ``docs`` in each model):
   What it cannot act without is required: ``incident_id``, ``state`` and ``started_at``.
 * The console's "Send test notification" payload parses (``state: "OPEN"``, zero timestamps, a
   string ``documentation``); ``controller.alert`` marks it as a test.
-* The Pub/Sub envelope also ignores unknown keys: Google has added fields to it before
-  (``orderingKey``, ``deliveryAttempt``), and an envelope field we do not read must never stop a
-  rollback. The fields we do read are typed strictly.
-* ``message.data`` over 256 KiB (decoded) is refused: real notifications are a few KB.
+* The envelope's tolerance is written down in :mod:`controller.core.envelope`.
 
 Pure: no clock, no network, no Google client libraries.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import AliasChoices, BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from controller.core.errors import MalformedInput
-from controller.core.state import Frozen
-
-MESSAGE_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
-"""The only CloudEvent type the alert function accepts (Eventarc's Pub/Sub event)."""
-
-MAX_MESSAGE_BYTES = 256 * 1024
-"""Largest decoded ``message.data`` accepted. Monitoring notifications are a few KB."""
-
-# Base64 of MAX_MESSAGE_BYTES, plus slack for padding/whitespace: longer strings are refused
-# before decoding so an oversized message costs no memory.
-_MAX_ENCODED_CHARS = (MAX_MESSAGE_BYTES + 2) // 3 * 4 + 16
-
-# Bounds on the text of a MalformedInput: it is logged and may be posted to Slack.
-_MAX_ERRORS_SHOWN = 3
-_MAX_LOC_CHARS = 120
-_MAX_MSG_CHARS = 200
+from controller.core.models import Lenient
+from controller.core.parsing import loads, type_name, validate
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
 
 
 # --------------------------------------------------------------------------- value coercions
@@ -185,79 +157,14 @@ NumberText = Annotated[str, BeforeValidator(_number_text)]
 Labels = Annotated[dict[str, str], BeforeValidator(_labels)]
 
 
-# --------------------------------------------------------------------------- stage 1: envelope
-
-
-class _Envelope(BaseModel):
-    # Strict types for what we read; unknown keys ignored (see module docstring).
-    # validate_by_name lets tests and callers build models with the Python field names.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, validate_by_name=True)
-
-
-class PubsubMessage(_Envelope):
-    """``google.pubsub.v1.PubsubMessage`` as JSON; ``data`` is decoded from base64 to bytes.
-
-    Both spellings of the id and time are accepted: Eventarc and the emulator send
-    ``messageId`` *and* ``message_id``; the framework's conversion keeps only ``messageId``.
-    """
-
-    data: bytes
-    attributes: Labels = Field(default_factory=dict)
-    message_id: Text = Field(default="", validation_alias=AliasChoices("messageId", "message_id"))
-    publish_time: str | None = Field(default=None, validation_alias=AliasChoices("publishTime", "publish_time"))
-    ordering_key: Text = Field(default="", validation_alias=AliasChoices("orderingKey", "ordering_key"))
-    type_url: str | None = Field(default=None, validation_alias="@type")
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _decode_base64(cls, value: object) -> bytes:
-        if not isinstance(value, str):
-            raise PydanticCustomError("string_type", "Input should be a base64 string")
-        if len(value) > _MAX_ENCODED_CHARS:
-            raise PydanticCustomError(
-                "too_long",
-                "Input is over the {limit}-byte limit (Monitoring notifications are a few KB)",
-                {"limit": MAX_MESSAGE_BYTES},
-            )
-        # proto3 JSON accepts the URL-safe alphabet and missing padding on input; so do we.
-        text = value.strip().translate(_URLSAFE_TO_STANDARD)
-        text += "=" * (-len(text) % 4)
-        try:
-            decoded = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise PydanticCustomError(
-                "base64_invalid", "Input should be valid base64 ({reason})", {"reason": str(exc)}
-            ) from exc
-        if len(decoded) > MAX_MESSAGE_BYTES:
-            raise PydanticCustomError(
-                "too_long",
-                "Decoded data is {size} bytes, over the {limit}-byte limit",
-                {"size": len(decoded), "limit": MAX_MESSAGE_BYTES},
-            )
-        return decoded
-
-
-class MessagePublishedData(_Envelope):
-    """``cloud_event.data`` of a ``messagePublished`` event: ``{"message", "subscription"}``.
-
-    ``subscription`` is absent when functions-framework converted a raw push or legacy event.
-    """
-
-    message: PubsubMessage
-    subscription: str | None = None
-    delivery_attempt: int | None = Field(
-        default=None, validation_alias=AliasChoices("deliveryAttempt", "delivery_attempt")
-    )
-
-
 # --------------------------------------------------------------------------- stage 2: payload
 
 
-class _Open(BaseModel):
+class _Open(Lenient):
     # Monitoring's notification format grows over time (1.1 → 1.2 added a dozen fields, then
     # severity): unknown keys are ignored rather than refused, or a harmless Google-side
     # addition would stop every rollback. Known keys are typed strictly.
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, validate_by_name=True)
+    pass
 
 
 class Resource(_Open):
@@ -382,94 +289,6 @@ class Notification(_Open):
     version: NumberText = ""
 
 
-# --------------------------------------------------------------------------- delivery metadata
-
-
-class DeliveryInfo(Frozen):
-    """Who delivered the notification: for logs, and to tell redeliveries apart."""
-
-    event_id: str
-    event_type: str
-    source: str
-    time: str | None = None
-    message_id: str = ""
-    subscription: str | None = None
-    # Pub/Sub's first publish time (kept across redeliveries) and its delivery counter (sent only
-    # when the subscription has a dead-letter policy): how old and how often retried a delivery is.
-    publish_time: str | None = None
-    delivery_attempt: int | None = None
-
-
-class CloudEventLike(Protocol):
-    """What we use of ``cloudevents.http.CloudEvent`` (as functions-framework hands it over)."""
-
-    @property
-    def data(self) -> Any: ...
-
-    def get(self, key: str, default: Any = None) -> Any: ...
-
-
-# --------------------------------------------------------------------------- error text
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _describe(exc: ValidationError, root: str) -> str:
-    """A bounded, field-named summary of a ValidationError: ``incident.state: Input should …``."""
-    errors = exc.errors(include_url=False, include_input=False, include_context=False)
-    parts = []
-    for error in errors[:_MAX_ERRORS_SHOWN]:
-        loc = ".".join(str(part) for part in error["loc"]) or root
-        parts.append(f"{_clip(loc, _MAX_LOC_CHARS)}: {_clip(error['msg'], _MAX_MSG_CHARS)}")
-    if len(errors) > _MAX_ERRORS_SHOWN:
-        parts.append(f"(+{len(errors) - _MAX_ERRORS_SHOWN} more)")
-    return "; ".join(parts)
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def _validate(model: type[_M], value: object, root: str) -> _M:
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        raise MalformedInput(_describe(exc, root)) from None
-    except RecursionError:
-        raise MalformedInput(f"{root}: nested too deeply") from None
-
-
-def _type_name(value: object) -> str:
-    return {dict: "an object", list: "an array", str: "a string", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _reject_constant(name: str) -> Any:
-    # json.loads accepts NaN/Infinity, which are not JSON and not a timestamp.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _loads(raw: bytes | bytearray | str, where: str) -> Any:
-    """UTF-8 JSON → Python, as Google's own decoder does (decode, strip, loads)."""
-    try:
-        text = raw.decode("utf-8-sig") if isinstance(raw, bytes | bytearray) else raw
-    except UnicodeDecodeError as exc:
-        raise MalformedInput(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    text = text.strip()
-    if not text:
-        raise MalformedInput(f"{where}: empty, expected a JSON document")
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise MalformedInput(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except ValueError as exc:
-        raise MalformedInput(f"{where}: {_clip(str(exc), _MAX_MSG_CHARS)}") from None
-    except RecursionError:
-        raise MalformedInput(f"{where}: JSON nested too deeply") from None
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -478,74 +297,7 @@ def parse_notification(raw: bytes | str, where: str = "message.data") -> Notific
 
     ``where`` names the input in error messages. Raises ``MalformedInput``.
     """
-    document = _loads(raw, where)
+    document = loads(raw, where)
     if not isinstance(document, dict):
-        raise MalformedInput(f"{where}: JSON is {_type_name(document)}, expected an object")
-    return _validate(Notification, document, where)
-
-
-def parse_envelope(data: object) -> MessagePublishedData:
-    """``cloud_event.data`` → validated envelope with ``message.data`` decoded. Stage 1 only."""
-    if not isinstance(data, Mapping):
-        raise MalformedInput(f"data: is {_type_name(data)}, expected an object with 'message' (a Pub/Sub message)")
-    return _validate(MessagePublishedData, dict(data), "data")
-
-
-def _event_data(event: CloudEventLike) -> Any:
-    data = event.data
-    if data is None:
-        raise MalformedInput("data: missing, the event carries no Pub/Sub message")
-    # The framework keeps bytes/str when its own JSON parse failed; try once more (it may be
-    # a BOM or odd whitespace) so the error names what is actually wrong.
-    if isinstance(data, bytes | bytearray | str):
-        return _loads(data, "data")
-    return data
-
-
-def _attr_text(event: CloudEventLike, name: str) -> str | None:
-    value = event.get(name)
-    return None if value is None else str(value)
-
-
-def delivery_info(event: CloudEventLike) -> DeliveryInfo:
-    """Best-effort delivery metadata of any event; never raises for odd data.
-
-    For logging a delivery that ``parse_cloud_event`` refused: which event, which message.
-    """
-    data = event.data
-    message = data.get("message") if isinstance(data, Mapping) else None
-    message = message if isinstance(message, Mapping) else {}
-    message_id = message.get("messageId", message.get("message_id", ""))
-    subscription = data.get("subscription") if isinstance(data, Mapping) else None
-    return DeliveryInfo(
-        event_id=_attr_text(event, "id") or "",
-        event_type=_attr_text(event, "type") or "",
-        source=_attr_text(event, "source") or "",
-        time=_attr_text(event, "time"),
-        message_id=message_id if isinstance(message_id, str) else "",
-        subscription=subscription if isinstance(subscription, str) else None,
-    )
-
-
-def parse_cloud_event(event: CloudEventLike) -> tuple[Notification, DeliveryInfo]:
-    """The CloudEvent functions-framework passes to the alert function → incident + delivery.
-
-    Accepts only ``google.cloud.pubsub.topic.v1.messagePublished`` (Eventarc, raw push and
-    legacy events all arrive as that type). Raises ``MalformedInput`` naming the field at fault.
-    """
-    event_type = _attr_text(event, "type") or ""
-    if event_type != MESSAGE_PUBLISHED:
-        raise MalformedInput(f"type: {_clip(event_type, 100)!r} is not a Pub/Sub event, expected {MESSAGE_PUBLISHED!r}")
-    envelope = parse_envelope(_event_data(event))
-    notification = parse_notification(envelope.message.data)
-    info = DeliveryInfo(
-        event_id=_attr_text(event, "id") or "",
-        event_type=event_type,
-        source=_attr_text(event, "source") or "",
-        time=_attr_text(event, "time"),
-        message_id=envelope.message.message_id,
-        subscription=envelope.subscription,
-        publish_time=envelope.message.publish_time,
-        delivery_attempt=envelope.delivery_attempt,
-    )
-    return notification, info
+        raise MalformedInput(f"{where}: JSON is {type_name(document)}, expected an object")
+    return validate(Notification, document, where)

@@ -16,7 +16,7 @@ Keys (all under ``rollback-controller/``; values are short JSON or plain strings
 ``last-action``             what, from which traffic, to what, why, who, when (undo/status)
 ``actions``                 times of recent automatic actions (cooldown, daily budget)
 ``hold``                    a human pinned the service: automation keeps its hands off
-``canary``                  canary state (opaque to this module)
+``canary``                  the canary in progress (``CanaryState``, typed: read once here)
 ``unannounced``             rollbacks written but not yet told in Slack (announce exactly once)
 ==========================  =============================================================
 
@@ -104,6 +104,28 @@ class Unannounced(Frozen):
     at: datetime
 
 
+class CanaryState(Frozen):
+    """What the ledger remembers about the canary in progress (or just promoted).
+
+    Parsed once, with the rest of the ledger (``read_ledger``): a value that does not parse is
+    reported in ``Ledger.problems`` and read as no canary, so the next tick starts afresh.
+    """
+
+    candidate: str
+    stable: str
+    step: int  # index into the policy's steps: the candidate's current share is steps[step]
+    step_started_at: datetime
+    # The candidate's share as last written (0 in states written before it was recorded). It
+    # differs from steps[step] only when the policy's steps changed under a running canary.
+    percent: int = 0
+    checks: int = 0  # judgements that led to a recorded change in this canary
+    approved_by: str = ""
+    approval_requested: bool = False
+    timeout_notified: bool = False
+    thread_ts: str = ""  # the Slack thread this canary's messages go to
+    promoted_at: datetime | None = None
+
+
 class Ledger(Frozen):
     last_good: str = ""
     quarantined: tuple[Quarantine, ...] = ()
@@ -111,7 +133,7 @@ class Ledger(Frozen):
     last_action: Action | None = None
     actions: tuple[datetime, ...] = ()
     hold: Hold | None = None
-    canary: dict[str, Any] | None = None
+    canary: CanaryState | None = None
     unannounced: tuple[Unannounced, ...] = ()
     problems: tuple[str, ...] = Field(default=(), exclude=True)
 
@@ -171,7 +193,7 @@ class Ledger(Frozen):
 _QUARANTINED = TypeAdapter(tuple[Quarantine, ...])
 _INCIDENTS = TypeAdapter(tuple[HandledIncident, ...])
 _ACTIONS = TypeAdapter(tuple[datetime, ...])
-_CANARY = TypeAdapter(dict[str, Any])
+_CANARY = TypeAdapter(CanaryState)
 _UNANNOUNCED = TypeAdapter(tuple[Unannounced, ...])
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.core import slack_blocks as kit
 from controller.core.alert import Alert
 from controller.core.decide import Decision, Reason
 from controller.core.durations import format_duration
+from controller.core.formatting import percent
 from controller.core.mrkdwn import escape, link
 from controller.core.policy import Policy
 from controller.core.state import Frozen
@@ -44,10 +46,6 @@ class SlackMessage(Frozen):
     thread_ts: str | None = None  # set on messages that were posted as replies (for tests and logs)
 
 
-def _pct(value: float) -> str:
-    return f"{value * 100:.1f}%".replace(".0%", "%")
-
-
 def describe_trigger(alert: Alert, policy: Policy | None) -> str:
     """E.g. ``5xx ratio 18.3% > 5% for 5m`` from the alert's numbers, else the policy's."""
     trigger = alert.trigger
@@ -64,8 +62,8 @@ def describe_trigger(alert: Alert, policy: Policy | None) -> str:
     observed = alert.observed_value
     span = f" for {format_duration(window)}" if window else ""
     if trigger == "error_rate":
-        obs = _pct(observed) if observed is not None else "?"
-        thr = _pct(threshold) if threshold is not None else "?"
+        obs = percent(observed) if observed is not None else "?"
+        thr = percent(threshold) if threshold is not None else "?"
         return f"5xx ratio {obs} > {thr}{span}"
     if trigger == "latency_p95":
         obs = f"{observed:.0f} ms" if observed is not None else "?"
@@ -97,43 +95,37 @@ def render(
     head = (header or _HEADERS.get(decision.reason, _DEFAULT_HEADER)).format(service=name, reason=decision.reason.value)
     # Everything interpolated into mrkdwn below may come from outside (labels, the incident, a
     # human's reason): escaped (controller/core/mrkdwn.py); only our own markup stays live.
-    fields: list[str] = []
+    facts: list[str] = []
     if ref:
-        fields.append(f"*Service*\n{escape(ref.service)}")
-        fields.append(f"*Project / region*\n{escape(ref.project)} / {escape(ref.region)}")
+        facts.append(f"*Service*\n{escape(ref.service)}")
+        facts.append(f"*Project / region*\n{escape(ref.project)} / {escape(ref.region)}")
     if decision.suspect or decision.target:
-        fields.append(f"*From → to*\n`{escape(decision.suspect or '?')}` → `{escape(decision.target or 'none')}`")
+        facts.append(f"*From → to*\n`{escape(decision.suspect or '?')}` → `{escape(decision.target or 'none')}`")
     if not alert.is_test:
-        fields.append(f"*Trigger*\n{escape(describe_trigger(alert, policy))}")
+        facts.append(f"*Trigger*\n{escape(describe_trigger(alert, policy))}")
     mode: str = policy.mode if policy else "n/a"
     if decision.reason is Reason.DRY_RUN:
         mode = "DRY RUN"
-    fields.append(f"*Mode*\n{mode}")
-    fields.append("*Actor*\nrollback-controller (alert)")
+    facts.append(f"*Mode*\n{mode}")
+    facts.append("*Actor*\nrollback-controller (alert)")
 
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": head[:150], "emoji": True}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": escape(decision.message)[:2900]}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:1900]} for f in fields[:10]]},
+        kit.header(head),
+        kit.section(escape(decision.message)),
+        kit.fields(facts),
     ]
     if decision.evidence:
         measured = "\n".join(f"• {escape(line)}" for line in decision.evidence)
-        blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": f"*Measured by Cloud Monitoring*\n{measured}"[:2900]},
-            }
-        )
+        blocks.append(kit.section(f"*Measured by Cloud Monitoring*\n{measured}"))
     if extra:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": escape(extra)[:2900]}})
+        blocks.append(kit.section(escape(extra)))
     links = []
     if alert.url:
         links.append(link(alert.url, f"Incident {alert.incident_id}"))
     if ref:
         links.append(link(console_url(ref.project, ref.region, ref.service), "Cloud Run console"))
     policy_name = escape(decision.policy or "none")
-    context = " · ".join([*links, f"policy `{policy_name}`", f"reason `{decision.reason.value}`"])
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context[:2900]}]})
+    blocks.append(kit.context(" · ".join([*links, f"policy `{policy_name}`", f"reason `{decision.reason.value}`"])))
     blocks.extend(actions)
     # The plain text is what phones and screen readers show; it must stand on its own.
     # The header already says "Rolled back"; don't repeat the verb in the sentence after it.

@@ -18,7 +18,6 @@ from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     field_validator,
@@ -26,6 +25,7 @@ from pydantic import (
 )
 
 from controller.core.durations import Duration, format_duration
+from controller.core.models import Strict
 
 # A glob or label value: never empty (an empty glob matches nothing, which is never meant).
 _Pattern = Annotated[str, Field(min_length=1)]
@@ -52,8 +52,8 @@ def pattern_weight(pattern: str) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-class StrictModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
+class StrictModel(Strict):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class Match(StrictModel):

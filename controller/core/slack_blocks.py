@@ -1,7 +1,8 @@
-"""Slack Block Kit for the controller's buttons, and the interaction payload Slack posts back.
+"""Slack Block Kit: the one place blocks are built, the buttons, and the payload Slack posts back.
 
-Pure: building the ``actions`` blocks (Undo / Hold / Release / Promote, with their values naming
-the service) and parsing a ``block_actions`` payload into typed models. The HTTP handling, checks
+Pure: the block helpers every message uses (``header``, ``section``, ``fields``, ``context``, each
+clipped to Slack's limits), building the ``actions`` blocks (Undo / Hold / Release / Promote, with
+their values naming the service) and parsing a ``block_actions`` payload into typed models. The HTTP handling, checks
 and dispatch live in ``controller.surfaces.slack_actions``; the message texts in
 ``controller.core.messages`` and ``controller.core.canary_messages``.
 """
@@ -11,8 +12,9 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from controller.core.models import Lenient
 from controller.core.state import ServiceRef
 
 BLOCK_ID: Final = "rollback_controller_actions"
@@ -22,9 +24,40 @@ ACTION_RELEASE: Final = "rollback_release"
 ACTION_PROMOTE: Final = "canary_promote"
 PROMOTE_BLOCK_ID: Final = "rollback_controller_canary"
 MAX_VALUE_CHARS: Final = 2000  # Slack's limit on a button value
+# Slack's limits are 150 (header), 3000 (section/context text), 2000 (a field) and 10 fields per
+# section; the texts are clipped a little below them so an escaped entity is never what breaks one.
+HEADER_CHARS: Final = 150
+TEXT_CHARS: Final = 2900
+FIELD_CHARS: Final = 1900
+MAX_FIELDS: Final = 10
+MESSAGE_TEXT_CHARS: Final = 3000  # a message's plain ``text`` (what phones and screen readers show)
+MAX_BLOCKS: Final = 50  # Slack's limit per message
 
 
-# --------------------------------------------------------------------------- building
+# --------------------------------------------------------------------------- blocks
+
+
+def header(text: str) -> dict[str, Any]:
+    """A ``header`` block (plain text, emoji on)."""
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:HEADER_CHARS], "emoji": True}}
+
+
+def section(text: str) -> dict[str, Any]:
+    """A ``section`` block of mrkdwn ``text`` (already escaped by the caller)."""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:TEXT_CHARS]}}
+
+
+def fields(items: list[str]) -> dict[str, Any]:
+    """A ``section`` block of mrkdwn fields (at most ``MAX_FIELDS``, each clipped)."""
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:FIELD_CHARS]} for f in items[:MAX_FIELDS]]}
+
+
+def context(text: str) -> dict[str, Any]:
+    """A ``context`` block of one mrkdwn element."""
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:TEXT_CHARS]}]}
+
+
+# --------------------------------------------------------------------------- buttons
 
 
 def button_value(ref: ServiceRef) -> str:
@@ -109,10 +142,11 @@ def parse_promote_value(value: str) -> tuple[ServiceRef, str]:
 # --------------------------------------------------------------------------- payload
 
 
-class _Lenient(BaseModel):
+class _Lenient(Lenient):
     # Slack adds payload fields over time; we read the few we need and ignore the rest (this is
-    # Slack's document, not our API, so unknown fields are not an error here).
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Slack's document, not our API, so unknown fields are not an error here). Not strict: the
+    # payload arrives form-encoded and JSON-decoded, and was always read with coercion.
+    model_config = ConfigDict(strict=False)
 
 
 class SlackUser(_Lenient):

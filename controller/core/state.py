@@ -10,13 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from controller.core.models import Strict
 
 
-class Frozen(BaseModel):
-    """Base for the core's value objects: strict, closed to unknown fields, immutable."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+class Frozen(Strict):
+    """Base for the core's value objects: ``Strict`` (controller/core/models.py) under the name they use."""
 
 
 class ServiceRef(Frozen):

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from controller.core.alert import TriggerKind
+from controller.core.formatting import percent
 from controller.core.policy import Policy
 from controller.core.state import Frozen
 
@@ -109,10 +110,6 @@ def trigger_window(policy: Policy, trigger: TriggerKind, alert_window: timedelta
     return max(alert_window or DEFAULT_HEALTH_WINDOW, timedelta(minutes=1))
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:.1f}%"
-
-
 def measure(
     policy: Policy, trigger: TriggerKind, numbers: Numbers, start: datetime, end: datetime, *, probe_data: bool = True
 ) -> Measure:
@@ -135,9 +132,9 @@ def measure(
         assert rule is not None
         enough = numbers.requests >= max(rule.min_requests, 1)
         text = (
-            f"5xx {_pct(numbers.error_ratio)} of {numbers.requests:,} requests "
-            f"(95% CI {_pct(numbers.error_ratio_lower)}-{_pct(numbers.error_ratio_upper)}; "
-            f"threshold {_pct(rule.above)})"
+            f"5xx {percent(numbers.error_ratio)} of {numbers.requests:,} requests "
+            f"(95% CI {percent(numbers.error_ratio_lower)}-{percent(numbers.error_ratio_upper)}; "
+            f"threshold {percent(rule.above)})"
         )
         if not enough:
             text = f"only {numbers.requests:,} requests (need {rule.min_requests:,} to judge)"

@@ -40,7 +40,8 @@ from controller.surfaces.cli_common import actor as cli_actor
 from controller.surfaces.cli_common import add_log_options, human_time, log_to_stderr, plain_error, settings_and_project
 
 if TYPE_CHECKING:
-    from controller.app.canary_control import CanaryControl, CanaryReport, CanaryStatus, GateReport
+    from controller.app.canary_control import CanaryControl
+    from controller.app.canary_reports import CanaryReport, CanaryStatus, GateReport
     from controller.core.state import ServiceRef
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -120,7 +121,7 @@ def _build(args: argparse.Namespace, err: TextIO) -> tuple[CanaryControl, str] |
 
 def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
-    from controller.app.canary_control import report_json, status_json
+    from controller.app.canary_reports import report_json, status_json
     from controller.core.errors import ControllerError
     from controller.core.state import ServiceRef
 
@@ -184,7 +185,7 @@ def _run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
 def _gate(control: CanaryControl, ref: ServiceRef, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``canary gate``: a revision that does not exist is an error (4), not "poll again" (3), and one
     that was rolled back and quarantined is a failure (1) that says so."""
-    from controller.app.canary_control import gate_json
+    from controller.app.canary_reports import gate_json
     from controller.core.ledger import read_ledger
 
     command = f"{PROG} gate"

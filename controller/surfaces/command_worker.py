@@ -36,8 +36,8 @@ from controller.core.commands import (
     decode,
     expired,
 )
+from controller.core.envelope import MESSAGE_PUBLISHED, delivery_info, parse_envelope
 from controller.core.errors import MalformedInput, PermanentError, TemporaryError
-from controller.core.incident import MESSAGE_PUBLISHED, delivery_info, parse_envelope
 from controller.core.messages import SlackMessage
 
 if TYPE_CHECKING:  # imported lazily at run time: a queued Slack message needs neither

@@ -69,7 +69,7 @@ def request_errors() -> ErrorTable:
 def controller_errors() -> ErrorTable:
     # Imported on first use (cold start): a health check loads neither Cloud Run nor the controller.
     from controller.adapters.cloudrun import OperationFailed
-    from controller.app.canary_control import NoCanaryPolicy
+    from controller.app.canary_reports import NoCanaryPolicy
     from controller.app.manual import Refused
     from controller.core.errors import ConflictError, PermanentError, ServiceNotFound, TemporaryError
 

@@ -191,7 +191,7 @@ class Api:
         return self.canary
 
     def canary_tick(self, request: Request, actor: str) -> dict[str, Any] | Answer:
-        from controller.app.canary_control import report_json
+        from controller.app.canary_reports import report_json
 
         control = self._canary_control()
         data = validate(CanaryTickRequest, merged(request))
@@ -245,7 +245,7 @@ class Api:
         return Answer(body, 202)
 
     def canary_gate(self, request: Request, actor: str) -> dict[str, Any]:
-        from controller.app.canary_control import gate_json
+        from controller.app.canary_reports import gate_json
 
         control = self._canary_control()
         data = validate(CanaryGateRequest, merged(request))
@@ -253,14 +253,14 @@ class Api:
         return gate_json(self.run(lambda: control.gate(ref, data.revision)))
 
     def canary_status(self, request: Request, actor: str) -> dict[str, Any]:
-        from controller.app.canary_control import status_json
+        from controller.app.canary_reports import status_json
 
         control = self._canary_control()
         ref = self._ref(validate(StatusQuery, query_dict(request)))
         return status_json(self.run(lambda: control.status(ref)))
 
     def canary_approve(self, request: Request, actor: str) -> dict[str, Any]:
-        from controller.app.canary_control import report_json
+        from controller.app.canary_reports import report_json
 
         control = self._canary_control()
         data = validate(CanaryApproveRequest, json_body(request))

@@ -3,7 +3,7 @@
 
 Two halves:
 
-* **Building** (pure): :func:`action_blocks` and :func:`rollback_buttons` make the Block Kit
+* **Building** (pure, :mod:`controller.core.slack_blocks`): :func:`action_blocks` makes the Block Kit
   ``actions`` block. Each button's ``value`` carries the service coordinates compactly as
   ``project/region/service`` (none of the three may contain ``/``; well under Slack's 2000
   characters), so pressing it needs no other state.
@@ -33,6 +33,7 @@ a press is *dispatched* (:meth:`SlackActionHandler.dispatch`) one of two ways:
 
 Anything that refuses or fails answers 200 with an ephemeral text (also posted to the payload's
 ``response_url``, since Slack shows nothing from an interaction's HTTP body), never a silent error.
+The message edits and the ephemeral answers are in :mod:`controller.surfaces.slack_replies`.
 """
 
 from __future__ import annotations
@@ -45,25 +46,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from controller.core.canary import Step
 from controller.core.commands import SlackActionName
-from controller.core.errors import ControllerError, ServiceNotFound
-from controller.core.messages import SlackMessage
-from controller.core.mrkdwn import escape
+from controller.core.errors import ControllerError, ServiceNotFound, TemporaryError
 from controller.core.slack_blocks import (
     ACTION_HOLD,
     ACTION_PROMOTE,
     ACTION_RELEASE,
     ACTION_UNDO,
     BLOCK_ID,
-    PROMOTE_BLOCK_ID,
     BlockActions,
-    action_blocks,
     actor_of,
     parse_button_value,
     parse_payload,
     parse_promote_value,
 )
 from controller.core.state import ServiceRef
+from controller.surfaces.slack_replies import SlackReplies
 
 if TYPE_CHECKING:
     from controller.adapters.auth import SlackVerifier
@@ -71,14 +70,11 @@ if TYPE_CHECKING:
     from controller.adapters.slack import Notifier
     from controller.app.canary_control import CanaryControl
     from controller.app.manual import ManualControl
-    from controller.core.manual_results import ActionResult
     from controller.surfaces.slack_guard import SlackGuard
 
 log = logging.getLogger("controller.slack_actions")
 
 SLACK_HOOKS_PREFIX: Final = "https://hooks.slack.com/"
-RESPONSE_URL_TIMEOUT: Final = 2.0  # seconds; we are inside Slack's 3 s budget
-MAX_BLOCKS: Final = 50  # Slack's limit per message
 INLINE_DEADLINE: Final = 2.5  # seconds for a whole inline request (Slack gives up at 3)
 # Inline presses run here so the request can be answered at the deadline while the action
 # finishes; bounded, a few presses at once is all Slack ever sends.
@@ -137,11 +133,12 @@ class SlackActionHandler:
         self._canary = canary
         self._commands = commands
         self._inline_deadline = inline_deadline
-        self._response_prefixes = [SLACK_HOOKS_PREFIX]
+        prefixes = [SLACK_HOOKS_PREFIX]
         if slack_api_url:
             # A local Slack emulator (ROLLBACK_SLACK_API_URL) also serves response URLs.
             parts = urllib.parse.urlsplit(slack_api_url)
-            self._response_prefixes.append(f"{parts.scheme}://{parts.netloc}/")
+            prefixes.append(f"{parts.scheme}://{parts.netloc}/")
+        self._replies = SlackReplies(notifier, prefixes)
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> Reply:
         """Answer one interaction request. Raises ``AuthError`` for signature and user refusals."""
@@ -161,7 +158,7 @@ class SlackActionHandler:
         if refusal is not None:
             if not refusal.tell:
                 return {"ok": False, "error": refusal.error, "message": refusal.text}, 200
-            return self._ephemeral(payload, refusal.text, error=refusal.error), 200
+            return self._replies.ephemeral(payload, refusal.text, error=refusal.error), 200
         pressed = self.validate(payload)
         if not isinstance(pressed, Pressed):
             return pressed
@@ -170,23 +167,25 @@ class SlackActionHandler:
     def validate(self, payload: BlockActions) -> Pressed | Reply:
         """Which button, on which service: a :class:`Pressed`, or the (ephemeral) refusal to answer."""
         if payload.type != "block_actions":
-            return self._ephemeral(payload, f"interaction type {payload.type!r} is not handled"), 200
+            return self._replies.ephemeral(payload, f"interaction type {payload.type!r} is not handled"), 200
         action = payload.actions[0]  # Slack sends one action per button press
         if action.action_id == ACTION_PROMOTE:
             if self._canary is None and self._commands is None:
-                return self._ephemeral(payload, "canary control is not configured here", error="not_configured"), 200
+                return self._replies.ephemeral(
+                    payload, "canary control is not configured here", error="not_configured"
+                ), 200
             try:
                 ref, candidate = parse_promote_value(action.value)
             except ValueError as exc:
-                return self._ephemeral(payload, f"cannot tell which canary this button is for: {exc}"), 200
+                return self._replies.ephemeral(payload, f"cannot tell which canary this button is for: {exc}"), 200
             return Pressed("promote", ref, candidate)
         kind = _KINDS.get(action.action_id)
         if kind is None:
-            return self._ephemeral(payload, f"unknown button {action.action_id!r}"), 200
+            return self._replies.ephemeral(payload, f"unknown button {action.action_id!r}"), 200
         try:
             ref = parse_button_value(action.value)
         except ValueError as exc:
-            return self._ephemeral(payload, f"cannot tell which service this button is for: {exc}"), 200
+            return self._replies.ephemeral(payload, f"cannot tell which service this button is for: {exc}"), 200
         return Pressed(kind, ref)
 
     def dispatch(self, payload: BlockActions, pressed: Pressed, *, started: float) -> Reply:
@@ -210,7 +209,7 @@ class SlackActionHandler:
         # The message says "in progress" *before* the command exists: the worker's outcome update
         # can then never be overwritten by this one.
         pending = _PENDING[pressed.action].format(service=pressed.ref.service) + f" (requested by <@{payload.user.id}>)"
-        updated = self._replace_buttons(payload, f":hourglass_flowing_sand: {pending}")
+        updated = self._replies.replace_buttons(payload, f":hourglass_flowing_sand: {pending}")
         try:
             command_id = commands.slack_action(
                 pressed.ref,
@@ -229,7 +228,7 @@ class SlackActionHandler:
             )
             if updated:
                 self.restore(payload, text)
-            return self._ephemeral(payload, text, error="unavailable"), 200
+            return self._replies.ephemeral(payload, text, error="unavailable"), 200
         log.info(
             "slack action queued",
             extra={
@@ -290,14 +289,14 @@ class SlackActionHandler:
             return self._refuse(payload, text, "failed", queued), 200
         if result.duplicate:
             return {"ok": True, "duplicate": True, **result_json(result)}, 200
-        updated = self._update_message(payload, result)
+        updated = self._replies.update_message(payload, result)
         threaded = None
         if queued and payload.container.message_ts:
             # The outcome, with its numbers, as a reply; the buttons stay on the message itself.
             reply = render_action(result)
             blocks = tuple(b for b in reply.blocks if b.get("block_id") != BLOCK_ID)
             threaded = self._notifier.post_in_thread(
-                reply.model_copy(update={"channel": self._channel(payload) or None, "blocks": blocks}),
+                reply.model_copy(update={"channel": self._replies.channel(payload) or None, "blocks": blocks}),
                 payload.container.message_ts,
             )
         return {
@@ -309,12 +308,12 @@ class SlackActionHandler:
 
     def _promote(self, payload: BlockActions, ref: ServiceRef, candidate: str, *, queued: bool) -> Reply:
         """The canary "Promote" button: approve (a tick with ``approved_by``) and note it on the message."""
-        from controller.app.canary_control import report_json
-        from controller.core.canary import Step
-        from controller.core.errors import TemporaryError
+        from controller.app.canary_reports import report_json
 
         if self._canary is None:
-            return self._ephemeral(payload, "canary control is not configured here", error="not_configured"), 200
+            return self._replies.ephemeral(
+                payload, "canary control is not configured here", error="not_configured"
+            ), 200
         actor = actor_of(payload.user)
         try:
             report = self._canary.approve(ref, actor, candidate)
@@ -328,93 +327,16 @@ class SlackActionHandler:
         except ControllerError as exc:
             text = f":warning: promote of {ref.service} failed: {exc}; check the service before retrying"
             return self._refuse(payload, text, "failed", queued), 200
-        channel = self._channel(payload)
-        ts = payload.container.message_ts
-        updated = False
-        if channel and ts and payload.message is not None:
-            kept = [b for b in payload.message.blocks if b.get("block_id") != PROMOTE_BLOCK_ID]
-            verb = "Promoted" if report.step is Step.PROMOTE else "Approved"
-            line = f"*{verb}* by <@{escape(payload.user.id)}>: {escape(report.message)}"
-            blocks = [*kept[: MAX_BLOCKS - 1], {"type": "section", "text": {"type": "mrkdwn", "text": line[:2900]}}]
-            text = f"{payload.message.text} — {verb} by {escape(actor)}"[:3000]
-            updated = self._notifier.update(channel, ts, SlackMessage(text=text, blocks=tuple(blocks), channel=channel))
+        verb = "Promoted" if report.step is Step.PROMOTE else "Approved"
+        updated = self._replies.promoted(payload, verb, report.message)
         return {"ok": True, "slack_updated": updated, **report_json(report)}, 200
 
     # -- the message the buttons sit on ----------------------------------------------------------
-    @staticmethod
-    def _channel(payload: BlockActions) -> str:
-        return payload.container.channel_id or (payload.channel.id if payload.channel else "")
-
-    def _replace_buttons(self, payload: BlockActions, line: str) -> bool:
-        """Show ``line`` where the buttons were (so nobody presses twice while the command runs)."""
-        channel, ts = self._channel(payload), payload.container.message_ts
-        if not channel or not ts or payload.message is None:
-            return False
-        kept = [b for b in payload.message.blocks if b.get("block_id") not in (BLOCK_ID, PROMOTE_BLOCK_ID)]
-        tail = {"type": "context", "elements": [{"type": "mrkdwn", "text": line[:2900]}]}
-        blocks = (*kept[: MAX_BLOCKS - 1], tail)
-        text = f"{payload.message.text} — {line}"[:3000]
-        return self._notifier.update(channel, ts, SlackMessage(text=text, blocks=blocks, channel=channel))
-
     def restore(self, payload: BlockActions, line: str) -> bool:
-        """Put the original message (with its buttons) back, with ``line`` under it: the queued
-        press was refused, failed or expired, so the buttons must be usable again."""
-        channel, ts = self._channel(payload), payload.container.message_ts
-        if not channel or not ts or payload.message is None:
-            return False
-        note = {"type": "context", "elements": [{"type": "mrkdwn", "text": line[:2900]}]}
-        blocks = (*payload.message.blocks[: MAX_BLOCKS - 1], note)
-        text = payload.message.text[:3000] or line[:3000]
-        return self._notifier.update(channel, ts, SlackMessage(text=text, blocks=blocks, channel=channel))
+        """Put the original message (with its buttons) back, with ``line`` under it (``SlackReplies.restore``)."""
+        return self._replies.restore(payload, line)
 
     def _refuse(self, payload: BlockActions, text: str, error: str, queued: bool) -> dict[str, Any]:
         if queued:
             self.restore(payload, text)
-        return self._ephemeral(payload, text, error=error)
-
-    def _update_message(self, payload: BlockActions, result: ActionResult) -> bool:
-        from controller.core.manual_messages import render_action
-        from controller.core.manual_plans import describe_traffic
-
-        channel = self._channel(payload)
-        ts = payload.container.message_ts
-        outcome = render_action(result)
-        if not channel or not ts or payload.message is None:
-            # Not a button on a message (or Slack left the message out): say it in a new one.
-            return self._notifier.post(outcome)
-        kept = [b for b in payload.message.blocks if b.get("block_id") != BLOCK_ID]
-        who = f"<@{escape(payload.user.id)}>"
-        verb = {"undo": "Undone", "hold": "Held", "release": "Hold released"}[result.action]
-        if not result.changed:
-            verb = f"{verb.split()[0]} (nothing to change)"
-        line = f"*{verb}* by {who}: {escape(result.message)}. Traffic now: {escape(describe_traffic(result.traffic))}"
-        held = result.hold is not None
-        buttons = action_blocks(result.service, undo=False, hold=not held, release=held)
-        tail: list[dict[str, Any]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": line[:2900]}},
-            *buttons,
-        ]
-        blocks = kept[: MAX_BLOCKS - len(tail)] + tail
-        # payload.message.text is Slack's stored text (already escaped when we posted it).
-        text = f"{payload.message.text} — {verb} by {escape(actor_of(payload.user))}"[:3000]
-        return self._notifier.update(channel, ts, SlackMessage(text=text, blocks=tuple(blocks), channel=channel))
-
-    def _ephemeral(self, payload: BlockActions, text: str, *, error: str = "refused") -> dict[str, Any]:
-        """Tell only the presser: via response_url (Slack ignores an interaction's HTTP body) and in the body."""
-        log.info("slack action not performed", extra={"fields": {"slack_user": payload.user.id, "error": error}})
-        answer = {"response_type": "ephemeral", "replace_original": False, "text": escape(text)}
-        url = payload.response_url
-        if url and any(url.startswith(prefix) for prefix in self._response_prefixes):
-            self._post_response_url(url, answer)
-        return {"ok": False, "error": error, **answer}
-
-    def _post_response_url(self, url: str, answer: dict[str, Any]) -> None:
-        from slack_sdk.webhook import WebhookClient
-
-        try:
-            response = WebhookClient(url, timeout=int(RESPONSE_URL_TIMEOUT)).send_dict(answer)
-        except Exception as exc:  # never let Slack's side turn a refusal into a 500
-            log.warning("slack: response_url post failed", extra={"fields": {"slack_error": type(exc).__name__}})
-            return
-        if response.status_code != 200:
-            log.warning("slack: response_url refused", extra={"fields": {"slack_status": response.status_code}})
+        return self._replies.ephemeral(payload, text, error=error)

@@ -36,8 +36,8 @@ from controller.adapters.cloudrun import CloudRunClient
 from controller.adapters.policy_files import load_policies
 from controller.app.engine import Controller
 from controller.app.settings import Settings
+from controller.core.envelope import parse_cloud_event
 from controller.core.errors import MalformedInput
-from controller.core.incident import parse_cloud_event
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -24,8 +24,7 @@ import pytest
 import requests
 from tokens import google_claims, make_key, serve_certs
 
-from controller.core.canary import CanaryState
-from controller.core.ledger import Ledger, read_ledger, write_ledger
+from controller.core.ledger import CanaryState, Ledger, read_ledger, write_ledger
 from controller.core.slack_blocks import ACTION_PROMOTE, PROMOTE_BLOCK_ID
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
@@ -169,7 +168,7 @@ def test_tick_one_service_starts_its_canary(stack: Stack) -> None:
     assert stack.traffic("checkout") == [(STABLE, 90), (CANDIDATE, 10)]
     [message] = stack.slack.wait_for_messages(1)
     assert "Canary started on checkout" in message["text"]
-    cs = CanaryState.from_ledger(stack.ledger("checkout").canary)
+    cs = stack.ledger("checkout").canary
     assert cs is not None and cs.thread_ts == message["ts"]  # later messages thread under it
 
 
@@ -238,7 +237,7 @@ def _half_way(stack: Stack, service: str) -> None:
     """A canary at 50% whose step started six minutes ago, with real traffic for those minutes."""
     now = datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
     cs = CanaryState(candidate=CANDIDATE, stable=STABLE, step=1, step_started_at=now - datetime.timedelta(minutes=6))
-    ledger = Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.to_ledger()})
+    ledger = Ledger().with_last_good(STABLE).model_copy(update={"canary": cs})
     stack.deploy(service, annotations=write_ledger(ledger, {}), percent=50)
     sim = TrafficSimulator(
         stack.run, stack.monitoring, project=PROJECT, region=REGION, service=service, seed=3,
@@ -293,7 +292,7 @@ def test_promote_button_in_slack_promotes(stack: Stack) -> None:
     assert answer.status_code == 200, answer.text
     assert answer.json()["ok"] is True and answer.json()["step"] == "promote"
     assert stack.traffic("gated-api") == [(CANDIDATE, 100), (STABLE, 0)]
-    cs = CanaryState.from_ledger(stack.ledger("gated-api").canary)
+    cs = stack.ledger("gated-api").canary
     assert cs is not None and cs.approved_by == f"slack:{SLACK_USER} (oncall)"
     updated = [m for m in stack.slack.messages if m["method"] == "chat.update"]
     assert updated and "Promoted" in json.dumps(updated[-1]["blocks"])  # the button is gone, the outcome shown

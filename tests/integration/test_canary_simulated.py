@@ -25,11 +25,13 @@ from controller.adapters.cloudrun import CloudRunClient
 from controller.adapters.monitoring import MonitoringClient
 from controller.adapters.policy_files import load_policies
 from controller.adapters.slack import WebApiNotifier
-from controller.app.canary_control import CanaryControl, CanaryReport
+from controller.app.canary_control import CanaryControl
+from controller.app.canary_reports import CanaryReport
 from controller.app.engine import Controller
 from controller.app.settings import Settings
 from controller.core.alert import Alert
-from controller.core.canary import CanaryState, GateVerdict, Step
+from controller.core.canary import Step
+from controller.core.canary_verdict import Verdict
 from controller.core.ledger import Ledger, read_ledger, write_ledger
 from controller.core.policy_matching import PolicySet
 from controller.core.state import ServiceRef
@@ -174,9 +176,9 @@ def test_healthy_candidate_goes_10_25_50_100_and_becomes_stable(stack: Stack) ->
     assert traffic(stack) == [(CANDIDATE, 100, "stable"), (STABLE, 0, "previous")]
     after = ledger(stack)
     assert after.last_good == STABLE
-    cs = CanaryState.from_ledger(after.canary)
+    cs = after.canary
     assert cs is not None and cs.promoted_at == sim.now and cs.checks == 3
-    assert control.gate(ref).verdict is GateVerdict.PASS
+    assert control.gate(ref).verdict is Verdict.PASS
     # Slack: one message per step change, all threaded under the first one, with the numbers.
     messages = stack.slack.wait_for_messages(4)
     assert len(messages) == 4
@@ -208,7 +210,7 @@ def test_three_points_more_5xx_is_rolled_back_at_the_first_step_and_quarantined(
     assert "rolled back" in messages[-1]["text"].lower()
     assert messages[-1]["thread_ts"] == messages[0]["ts"]
     assert "stable 0." in json.dumps(messages[-1]["blocks"])  # stable's measured ratio is shown
-    assert control.gate(ref, CANDIDATE).verdict is GateVerdict.FAIL
+    assert control.gate(ref, CANDIDATE).verdict is Verdict.FAIL
     assert control.tick(ref).step is Step.NONE  # a quarantined revision is never a candidate again
 
 
@@ -234,7 +236,7 @@ def test_low_traffic_candidate_never_promotes_on_silence(stack: Stack) -> None:
     assert timeout.comparison is not None and "candidate requests" in timeout.comparison.reasons[0]
     assert sim.now == T0 + timedelta(minutes=40)
     assert traffic(stack) == [(STABLE, 90, "stable"), (CANDIDATE, 10, "candidate")]
-    assert control.gate(ref).verdict is GateVerdict.INCONCLUSIVE
+    assert control.gate(ref).verdict is Verdict.INCONCLUSIVE
 
 
 def test_low_traffic_times_out_into_a_rollback_when_the_policy_says_so(stack: Stack) -> None:
@@ -334,7 +336,7 @@ def test_alert_during_a_canary_rolls_back_to_stable(stack: Stack) -> None:
     assert after.canary is None  # the alert ended the canary
     assert after.last_good == STABLE
     assert control.tick(ref).step is Step.NONE
-    assert control.gate(ref, CANDIDATE).verdict is GateVerdict.FAIL
+    assert control.gate(ref, CANDIDATE).verdict is Verdict.FAIL
 
 
 def test_list_services_follows_pages() -> None:

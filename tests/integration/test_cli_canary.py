@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.core.canary import CanaryState
-from controller.core.ledger import Ledger, read_ledger, write_ledger
+from controller.core.ledger import CanaryState, Ledger, read_ledger, write_ledger
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 from controller.emulator.monitoring import MonitoringEmulator
 from controller.emulator.slack import SlackEmulator
@@ -121,7 +120,7 @@ def test_gate_exits_0_once_promoted(stack: Stack) -> None:
         candidate=CANDIDATE, stable=STABLE, step=3, step_started_at=now - datetime.timedelta(minutes=1),
         promoted_at=now - datetime.timedelta(minutes=1), checks=3,
     )  # fmt: skip
-    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.to_ledger()}), percent=100)
+    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs}), percent=100)
     done = gate(stack, "--revision", CANDIDATE)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"PASS: {CANDIDATE}")
@@ -130,7 +129,7 @@ def test_gate_exits_0_once_promoted(stack: Stack) -> None:
 def test_gate_exits_1_when_its_tick_rolls_the_candidate_back(stack: Stack) -> None:
     now = datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
     cs = CanaryState(candidate=CANDIDATE, stable=STABLE, step=0, step_started_at=now - datetime.timedelta(minutes=6))
-    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.to_ledger()}), percent=10)
+    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs}), percent=10)
     sim = TrafficSimulator(
         stack.run, stack.monitoring, project=PROJECT, region=REGION, service="checkout", seed=5,
         start=now - datetime.timedelta(minutes=6),
@@ -213,7 +212,7 @@ def test_pass_shows_the_share_the_revision_really_serves(stack: Stack) -> None:
         candidate=CANDIDATE, stable=STABLE, step=3, step_started_at=now - datetime.timedelta(minutes=1),
         promoted_at=now - datetime.timedelta(minutes=1), checks=3,
     )  # fmt: skip
-    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.to_ledger()}), percent=100)
+    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs}), percent=100)
     done = gate(stack, "--revision", CANDIDATE)
     assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
@@ -252,7 +251,7 @@ def test_cloud_run_unreachable_is_one_line_without_urllib3_text(stack: Stack) ->
 
 def test_fleet_status_shows_the_canary_step_and_its_real_share(stack: Stack) -> None:
     cs = CanaryState(candidate=CANDIDATE, stable=STABLE, step=1, step_started_at=T0)
-    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.to_ledger()}), percent=25)
+    stack.deploy(ledger=Ledger().with_last_good(STABLE).model_copy(update={"canary": cs}), percent=25)
     done = subprocess.run(
         [sys.executable, "-m", "controller", "status", "--region", REGION],
         cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60, check=False,

@@ -14,7 +14,8 @@ import pytest
 from support import REF, T0, RecordingNotifier, alert
 
 from controller.adapters import logs
-from controller.adapters.cloudrun import CloudRunClient, OperationFailed, _translate
+from controller.adapters.cloudrun import CloudRunClient, OperationFailed
+from controller.adapters.cloudrun_errors import translate
 from controller.adapters.deadline import Deadline, scope
 from controller.adapters.monitoring import MonitoringUnavailable
 from controller.adapters.policy_files import load_policies
@@ -23,7 +24,7 @@ from controller.app.engine import Controller
 from controller.app.settings import Settings
 from controller.core.errors import AccessDenied, ConflictError, PermanentError, TemporaryError
 from controller.core.evidence import Evidence, Window
-from controller.core.ledger import Ledger, read_ledger
+from controller.core.ledger import CanaryState, Ledger, read_ledger
 from controller.core.state import ServiceRef, ServiceState, TrafficTarget
 from controller.emulator.cloudrun import CloudRunEmulator, RevisionSpec
 
@@ -105,13 +106,15 @@ def test_canary_step_on_a_named_revision_service_creates_no_revision(emu: CloudR
         TrafficTarget(kind="revision", revision=SUSPECT, percent=10, tag="canary"),
     )
 
+    canary = CanaryState(candidate=SUSPECT, stable=PREVIOUS, step=1, step_started_at=T0)
+
     def plan(state: ServiceState, ledger: Ledger) -> tuple[str, Change | None]:
-        return "step", Change(step, ledger.model_copy(update={"canary": {"step": 1}}))
+        return "step", Change(step, ledger.model_copy(update={"canary": canary}))
 
     done = commit(client(emu), REF, plan)
     assert done.applied is not None and done.applied.confirmed
     assert emu.revision_names(P, R, S) == before
-    assert read_ledger(emu.service(P, R, S)["annotations"]).canary == {"step": 1}
+    assert read_ledger(emu.service(P, R, S)["annotations"]).canary == canary
 
 
 def test_emulator_deploys_a_revision_when_the_template_changes(emu: CloudRunEmulator) -> None:
@@ -226,7 +229,7 @@ def test_only_known_transient_conditions_are_temporary() -> None:
     from google.api_core import exceptions as gexc
 
     def kind(exc: Exception, what: str = "get_service") -> type[Exception]:
-        return type(_translate(exc, what, REF))
+        return type(translate(exc, what, REF))
 
     untyped: Any = gexc  # api-core's exception constructors are untyped
     for denied in (untyped.Unauthorized, untyped.Forbidden, untyped.Unauthenticated, untyped.PermissionDenied):

@@ -10,20 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import T0, alert, latest, pinned, rev, state
 
-from controller.core.canary import (
-    CanaryState,
-    Comparison,
-    GateVerdict,
-    Judgement,
-    Step,
-    compare,
-    find_pair,
-    gate,
-    split,
-    tick,
-)
+from controller.core.canary import Step, gate, tick
+from controller.core.canary_traffic import find_pair, split
+from controller.core.canary_verdict import Comparison, Verdict, compare
 from controller.core.decide import Reason, decide
-from controller.core.ledger import Hold, Ledger
+from controller.core.ledger import CanaryState, Hold, Ledger
 from controller.core.manual_plans import plan_undo
 from controller.core.policy import Canary, Policy
 from controller.core.state import ServiceState
@@ -42,9 +33,9 @@ POLICY = Policy.model_validate(
 CFG: Canary = POLICY.canary or Canary()
 STABLE, CANDIDATE = "svc-00041-abc", "svc-00042-xyz"
 REVS = [rev("svc-00040-aaa", 1), rev(STABLE, 2), rev(CANDIDATE, 3)]
-PASS = Comparison(judgement=Judgement.PASS)
-FAIL = Comparison(judgement=Judgement.FAIL, reasons=("5xx too high",))
-UNSURE = Comparison(judgement=Judgement.INCONCLUSIVE, reasons=("only 10 candidate requests",))
+PASS = Comparison(judgement=Verdict.PASS)
+FAIL = Comparison(judgement=Verdict.FAIL, reasons=("5xx too high",))
+UNSURE = Comparison(judgement=Verdict.INCONCLUSIVE, reasons=("only 10 candidate requests",))
 
 
 @dataclass(frozen=True)
@@ -65,7 +56,7 @@ class N:
 
 def running(step: int = 0, minutes_ago: int = 6, **extra: object) -> Ledger:
     cs = CanaryState(candidate=CANDIDATE, stable=STABLE, step=step, step_started_at=T0 - timedelta(minutes=minutes_ago))
-    return Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.model_copy(update=extra).to_ledger()})
+    return Ledger().with_last_good(STABLE).model_copy(update={"canary": cs.model_copy(update=extra)})
 
 
 def split_state(percent: int) -> ServiceState:
@@ -78,20 +69,20 @@ def split_state(percent: int) -> ServiceState:
 @pytest.mark.parametrize(
     ("candidate", "stable", "expected"),
     [
-        pytest.param(N(errors=5), N(revision=STABLE, errors=5), Judgement.PASS, id="same-as-stable"),
-        pytest.param(N(errors=35, error_ratio_lower=0.024), N(revision=STABLE, errors=5), Judgement.FAIL, id="3-points-more-5xx"),
-        pytest.param(N(errors=20, error_ratio_lower=0.012), N(revision=STABLE, errors=5), Judgement.INCONCLUSIVE, id="above-limit-not-significant"),
-        pytest.param(N(errors=80, error_ratio_lower=0.06), N(revision=STABLE, requests=10, errors=9), Judgement.FAIL, id="absolute-5xx-stable-too-quiet"),
-        pytest.param(N(p95_ms=320.0), N(revision=STABLE, p95_ms=200.0), Judgement.FAIL, id="p95-1.6x"),
-        pytest.param(N(p95_ms=240.0), N(revision=STABLE, p95_ms=200.0), Judgement.PASS, id="p95-1.2x"),
-        pytest.param(N(p95_ms=2500.0), N(revision=STABLE, p95_ms=2400.0), Judgement.FAIL, id="p95-absolute"),
-        pytest.param(N(health_failures=3), N(revision=STABLE), Judgement.FAIL, id="health"),
-        pytest.param(N(requests=50, errors=0, latency_count=50), N(revision=STABLE), Judgement.INCONCLUSIVE, id="too-few-requests"),
-        pytest.param(N(requests=50, errors=0, latency_count=50, health_failures=5), N(revision=STABLE), Judgement.FAIL, id="fail-beats-inconclusive"),
-        pytest.param(N(latency_count=0, p95_ms=None), N(revision=STABLE), Judgement.INCONCLUSIVE, id="no-latency-data"),
+        pytest.param(N(errors=5), N(revision=STABLE, errors=5), Verdict.PASS, id="same-as-stable"),
+        pytest.param(N(errors=35, error_ratio_lower=0.024), N(revision=STABLE, errors=5), Verdict.FAIL, id="3-points-more-5xx"),
+        pytest.param(N(errors=20, error_ratio_lower=0.012), N(revision=STABLE, errors=5), Verdict.INCONCLUSIVE, id="above-limit-not-significant"),
+        pytest.param(N(errors=80, error_ratio_lower=0.06), N(revision=STABLE, requests=10, errors=9), Verdict.FAIL, id="absolute-5xx-stable-too-quiet"),
+        pytest.param(N(p95_ms=320.0), N(revision=STABLE, p95_ms=200.0), Verdict.FAIL, id="p95-1.6x"),
+        pytest.param(N(p95_ms=240.0), N(revision=STABLE, p95_ms=200.0), Verdict.PASS, id="p95-1.2x"),
+        pytest.param(N(p95_ms=2500.0), N(revision=STABLE, p95_ms=2400.0), Verdict.FAIL, id="p95-absolute"),
+        pytest.param(N(health_failures=3), N(revision=STABLE), Verdict.FAIL, id="health"),
+        pytest.param(N(requests=50, errors=0, latency_count=50), N(revision=STABLE), Verdict.INCONCLUSIVE, id="too-few-requests"),
+        pytest.param(N(requests=50, errors=0, latency_count=50, health_failures=5), N(revision=STABLE), Verdict.FAIL, id="fail-beats-inconclusive"),
+        pytest.param(N(latency_count=0, p95_ms=None), N(revision=STABLE), Verdict.INCONCLUSIVE, id="no-latency-data"),
     ],
 )  # fmt: skip
-def test_compare(candidate: N, stable: N, expected: Judgement) -> None:
+def test_compare(candidate: N, stable: N, expected: Verdict) -> None:
     result = compare(CFG, POLICY.triggers, candidate, stable)
     assert result.judgement is expected, result
 
@@ -140,7 +131,7 @@ def test_start() -> None:
     assert d.traffic_after[:2] == (pinned(STABLE, 90, "stable"), pinned(CANDIDATE, 10, "candidate"))
     assert d.ledger_after is not None
     assert d.ledger_after.last_good == STABLE
-    cs = CanaryState.from_ledger(d.ledger_after.canary)
+    cs = d.ledger_after.canary
     assert cs is not None
     assert (cs.step, cs.step_started_at) == (0, T0)
 
@@ -243,13 +234,13 @@ def test_alert_during_a_canary_rolls_back_to_stable_and_ends_it() -> None:
 @pytest.mark.parametrize(
     ("ledger", "comparison", "verdict"),
     [
-        pytest.param(running(step=2), PASS, GateVerdict.PASS, id="promoted"),
-        pytest.param(running(step=0), PASS, GateVerdict.INCONCLUSIVE, id="in-progress"),
-        pytest.param(running(step=0), FAIL, GateVerdict.FAIL, id="failed"),
-        pytest.param(running(step=0), UNSURE, GateVerdict.INCONCLUSIVE, id="silence-never-passes"),
+        pytest.param(running(step=2), PASS, Verdict.PASS, id="promoted"),
+        pytest.param(running(step=0), PASS, Verdict.INCONCLUSIVE, id="in-progress"),
+        pytest.param(running(step=0), FAIL, Verdict.FAIL, id="failed"),
+        pytest.param(running(step=0), UNSURE, Verdict.INCONCLUSIVE, id="silence-never-passes"),
     ],
 )
-def test_gate(ledger: Ledger, comparison: Comparison, verdict: GateVerdict) -> None:
+def test_gate(ledger: Ledger, comparison: Comparison, verdict: Verdict) -> None:
     d = tick(split_state(10), ledger, POLICY, T0, comparison)
     assert gate(d, d.ledger_after or ledger, CANDIDATE) is verdict
 
@@ -268,7 +259,7 @@ def test_tick_invariants(step: int, minutes_ago: int, comparison: Comparison | N
     if d.traffic_after:
         assert sum(t.percent for t in d.traffic_after) == 100
         assert len({t.tag for t in d.traffic_after if t.tag}) == len([t for t in d.traffic_after if t.tag])
-    if comparison is not None and comparison.judgement is Judgement.FAIL:
+    if comparison is not None and comparison.judgement is Verdict.FAIL:
         assert d.step is Step.ROLLBACK  # fail always wins
     if d.step in (Step.STEP, Step.PROMOTE):
         assert comparison is PASS  # never promoted on silence

@@ -10,12 +10,14 @@ import pytest
 from support import REF, T0, InMemoryCloudRun, RecordingNotifier, pinned, rev, state
 
 from controller.adapters.monitoring import MonitoringUnavailable
-from controller.app.canary_control import CanaryControl, NoCanaryPolicy, gate_json, report_json
+from controller.app.canary_control import CanaryControl
+from controller.app.canary_reports import NoCanaryPolicy, gate_json, report_json
 from controller.app.settings import Settings
-from controller.core.canary import CanaryState, GateVerdict, Judgement, Step
+from controller.core.canary import Step
+from controller.core.canary_verdict import Verdict
 from controller.core.errors import PermanentError
 from controller.core.evidence import Evidence, RevisionNumbers, Window
-from controller.core.ledger import Hold, Ledger, read_ledger, write_ledger
+from controller.core.ledger import CanaryState, Hold, Ledger, read_ledger, write_ledger
 from controller.core.policy import Policy
 from controller.core.policy_matching import PolicySet
 from controller.core.slack_blocks import ACTION_PROMOTE, parse_promote_value
@@ -109,7 +111,7 @@ def make(
 
 
 def current(run: InMemoryCloudRun) -> CanaryState | None:
-    return CanaryState.from_ledger(read_ledger(run.current.annotations).canary)
+    return read_ledger(run.current.annotations).canary
 
 
 def test_start_step_and_promote_with_candidate_and_stable_over_the_same_window() -> None:
@@ -124,7 +126,7 @@ def test_start_step_and_promote_with_candidate_and_stable_over_the_same_window()
     report = control.tick(REF)
     assert (report.step, report.percent) == (Step.STEP, 50)
     assert mon.windows == [Window(start=T0 + timedelta(minutes=3), end=T0 + timedelta(minutes=5))]
-    assert report.comparison is not None and report.comparison.judgement is Judgement.PASS
+    assert report.comparison is not None and report.comparison.judgement is Verdict.PASS
     clock.advance(5)
     assert control.tick(REF).step is Step.PROMOTE
     assert run.current.traffic[:2] == (pinned(CANDIDATE, 100, "stable"), pinned(STABLE, 0, "previous"))
@@ -156,7 +158,7 @@ def test_failing_candidate_is_rolled_back_with_the_numbers_in_slack() -> None:
     assert run.current.traffic[:2] == (pinned(STABLE, 100, "stable"), pinned(CANDIDATE, 0, "candidate"))
     assert read_ledger(run.current.annotations).is_quarantined(CANDIDATE)
     text = json.dumps(notifier.messages[-1].blocks)
-    assert "5xx: candidate 6.00% of 1,000" in text and "stable 0.50%" in text
+    assert "5xx: candidate 6% of 1,000" in text and "stable 0.5%" in text
     assert notifier.messages[-1].thread_ts == "1.000"
 
 
@@ -168,7 +170,7 @@ def test_monitoring_outage_is_inconclusive_asked_once_and_never_promotes() -> No
     run.conflicts_to_inject = 1  # a conflict makes the tick re-plan: Monitoring is not asked again
     report = control.tick(REF)
     assert report.step is Step.WAIT
-    assert report.comparison is not None and report.comparison.judgement is Judgement.INCONCLUSIVE
+    assert report.comparison is not None and report.comparison.judgement is Verdict.INCONCLUSIVE
     assert "Cloud Monitoring unavailable" in report.comparison.reasons[0]
     assert len(mon.windows) == 1
     assert run.current.traffic[1] == pinned(CANDIDATE, 10, "candidate")
@@ -221,7 +223,7 @@ def test_gate_verdicts_and_json_shape() -> None:
     control, _, _, clock = make(mon)
     gate = control.gate(REF)
     assert (gate.verdict, gate.step, gate.percent, gate.candidate) == (
-        GateVerdict.INCONCLUSIVE,
+        Verdict.INCONCLUSIVE,
         Step.START,
         10,
         CANDIDATE,
@@ -229,16 +231,16 @@ def test_gate_verdicts_and_json_shape() -> None:
     assert set(gate_json(gate)) >= {"verdict", "step", "percent", "candidate", "stable", "evidence", "message"}
     clock.advance(5)
     gate = control.gate(REF)
-    assert gate.verdict is GateVerdict.INCONCLUSIVE and gate.evidence  # stepped to 50%, numbers attached
+    assert gate.verdict is Verdict.INCONCLUSIVE and gate.evidence  # stepped to 50%, numbers attached
     clock.advance(5)
-    assert control.gate(REF).verdict is GateVerdict.PASS
+    assert control.gate(REF).verdict is Verdict.PASS
 
 
 def test_gate_after_a_rollback_defaults_to_the_newest_revision() -> None:
     quarantined = Ledger().with_last_good(STABLE).quarantine(CANDIDATE, reason="canary: 5xx", now=T0)
     control, _, _, _ = make(ledger=quarantined)
     gate = control.gate(REF)
-    assert (gate.verdict, gate.revision) == (GateVerdict.FAIL, CANDIDATE)
+    assert (gate.verdict, gate.revision) == (Verdict.FAIL, CANDIDATE)
 
 
 def test_approval_before_the_last_step_and_the_promote_button() -> None:

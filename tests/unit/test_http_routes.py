@@ -21,7 +21,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from controller.adapters.cloudrun import OperationFailed
-from controller.app.canary_control import NoCanaryPolicy
+from controller.app.canary_reports import NoCanaryPolicy
 from controller.core.errors import AccessDenied, ConflictError, PermanentError, ServiceNotFound, TemporaryError
 from controller.surfaces import api
 from controller.surfaces.http_errors import answer_for, controller_errors, request_errors

@@ -17,17 +17,11 @@ from support import T0, InMemoryCloudRun, RecordingNotifier, pinned, rev, state
 from controller.adapters.cloudrun import Applied
 from controller.app.canary_control import CanaryControl
 from controller.app.settings import Settings
-from controller.core.canary import (
-    CanaryState,
-    Comparison,
-    Judgement,
-    Step,
-    find_pair,
-    judged_window,
-    tick,
-)
+from controller.core.canary import Step, tick
+from controller.core.canary_traffic import find_pair, judged_window
+from controller.core.canary_verdict import Comparison, Verdict
 from controller.core.evidence import Evidence, Window
-from controller.core.ledger import Ledger, write_ledger
+from controller.core.ledger import CanaryState, Ledger, write_ledger
 from controller.core.manual_plans import RECENT_ACTION, plan_rollback, plan_undo
 from controller.core.messages import SlackMessage
 from controller.core.policy import Canary, Policy, policy_warnings
@@ -38,7 +32,7 @@ from controller.core.timeseries import queries
 STABLE, CANDIDATE, PREVIEW = "svc-00041-abc", "svc-00042-xyz", "svc-00043-pre"
 OLD = "svc-00040-aaa"
 REVS = [rev(OLD, 1), rev(STABLE, 2), rev(CANDIDATE, 3)]
-PASS = Comparison(judgement=Judgement.PASS)
+PASS = Comparison(judgement=Verdict.PASS)
 POLICY = Policy.model_validate({"name": "canary", "triggers": {"error_rate": {"above": 0.05}}, "canary": {}})
 CFG: Canary = POLICY.canary or Canary()
 
@@ -130,7 +124,7 @@ def running_at(step: int, percent: int) -> tuple[ServiceState, Ledger]:
         candidate=CANDIDATE, stable=STABLE, step=step, step_started_at=T0 - timedelta(minutes=2), percent=percent
     )
     service = state(REVS, [pinned(STABLE, 100 - percent, "stable"), pinned(CANDIDATE, percent, "candidate")])
-    return service, known().model_copy(update={"canary": cs.to_ledger()})
+    return service, known().model_copy(update={"canary": cs})
 
 
 def test_steps_shrunk_under_a_running_canary_continue_at_the_same_share() -> None:
@@ -139,7 +133,7 @@ def test_steps_shrunk_under_a_running_canary_continue_at_the_same_share() -> Non
     assert d.step is Step.STEPS_CHANGED, d.message
     assert d.percent == 50
     assert d.writes and d.ledger_after is not None
-    cs = CanaryState.from_ledger(d.ledger_after.canary)
+    cs = d.ledger_after.canary
     assert cs is not None and cs.step == 0
     assert cs.step_started_at == T0 - timedelta(minutes=2)  # same share: the step's clock runs on
     assert "50, 100" in d.message
@@ -152,15 +146,15 @@ def test_steps_changed_moves_up_to_the_first_step_at_or_above_the_share() -> Non
     assert d.percent == 30
     assert d.traffic_after[:2] == (pinned(STABLE, 70, "stable"), pinned(CANDIDATE, 30, "candidate"))
     assert d.ledger_after is not None
-    cs = CanaryState.from_ledger(d.ledger_after.canary)
+    cs = d.ledger_after.canary
     assert cs is not None and (cs.step, cs.step_started_at) == (0, T0)
 
 
 def test_steps_changed_under_a_state_without_a_recorded_share_uses_the_live_share() -> None:
     service, ledger = running_at(2, 50)
-    legacy = CanaryState.from_ledger(ledger.canary)
+    legacy = ledger.canary
     assert legacy is not None
-    ledger = ledger.model_copy(update={"canary": legacy.model_copy(update={"percent": 0}).to_ledger()})
+    ledger = ledger.model_copy(update={"canary": legacy.model_copy(update={"percent": 0})})
     d = tick(service, ledger, with_policy(steps=[50, 100]), T0, PASS)  # steps[2] no longer exists
     assert (d.step, d.percent) == (Step.STEPS_CHANGED, 50)
 
@@ -177,7 +171,7 @@ def test_100_percent_is_never_reached_without_a_pass() -> None:
 
 def test_steps_changed_still_rolls_back_on_a_fail() -> None:
     service, ledger = running_at(2, 50)
-    fail = Comparison(judgement=Judgement.FAIL, reasons=("bad",))
+    fail = Comparison(judgement=Verdict.FAIL, reasons=("bad",))
     assert tick(service, ledger, with_policy(steps=[50, 100]), T0, fail).step is Step.ROLLBACK
 
 
@@ -333,9 +327,9 @@ class RecordingMonitoring:
 def test_a_tick_asks_monitoring_for_whole_minutes_inside_the_step() -> None:
     started = T0 - CFG.metric_lag - timedelta(seconds=65)  # 65 s of judgeable time
     service, ledger = running_at(0, 10)
-    cs = CanaryState.from_ledger(ledger.canary)
+    cs = ledger.canary
     assert cs is not None
-    ledger = ledger.model_copy(update={"canary": cs.model_copy(update={"step_started_at": started}).to_ledger()})
+    ledger = ledger.model_copy(update={"canary": cs.model_copy(update={"step_started_at": started})})
     run = InMemoryCloudRun(service.model_copy(update={"annotations": write_ledger(ledger, {})}))
     monitoring = RecordingMonitoring()
     control = CanaryControl(run, monitoring, RecordingNotifier(), PolicySet([POLICY]), Settings(), lambda: T0)

@@ -22,18 +22,16 @@ from functions_framework import _function_registry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.core.errors import MalformedInput
-from controller.core.incident import (
+from controller.core.envelope import (
     MAX_MESSAGE_BYTES,
     MESSAGE_PUBLISHED,
     DeliveryInfo,
-    Notification,
     delivery_info,
     parse_cloud_event,
-    parse_duration,
     parse_envelope,
-    parse_notification,
 )
+from controller.core.errors import MalformedInput
+from controller.core.incident import Notification, parse_duration, parse_notification
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 PROBE_SOURCE = DATA / "ff_probe" / "ff_probe_main.py"

@@ -16,6 +16,7 @@ from controller.core.ledger import (
     MAX_TEXT,
     PREFIX,
     Action,
+    CanaryState,
     Hold,
     Ledger,
     read_ledger,
@@ -50,7 +51,11 @@ def ledgers(draw: st.DrawFn) -> Ledger:
     if draw(st.booleans()):
         ledger = ledger.model_copy(update={"hold": Hold(by="alice@example.com", at=draw(times), reason="debugging")})
     if draw(st.booleans()):
-        ledger = ledger.model_copy(update={"canary": {"candidate": draw(names), "step": 1}})
+        ledger = ledger.model_copy(
+            update={
+                "canary": CanaryState(candidate=draw(names), stable=draw(names), step=1, step_started_at=draw(times))
+            }
+        )
     return ledger
 
 

@@ -388,11 +388,11 @@ def test_slack_failure_never_blocks_the_action() -> None:
 
 
 def test_manual_rollback_of_a_canary_candidate_ends_the_canary() -> None:
-    from controller.core.canary import CanaryState
+    from controller.core.ledger import CanaryState
 
     canary = CanaryState(candidate="checkout-00042-xyz", stable="checkout-00041-abc", step=1, step_started_at=T0)
     split_ = state(REVS, [pinned("checkout-00041-abc", 75, "stable"), pinned("checkout-00042-xyz", 25, "candidate")])
-    ledger = Ledger().with_last_good("checkout-00041-abc").model_copy(update={"canary": canary.to_ledger()})
+    ledger = Ledger().with_last_good("checkout-00041-abc").model_copy(update={"canary": canary})
     plan = plan_rollback(split_, ledger, actor=ACTOR, reason="bad canary", now=T0)
     assert isinstance(plan, Plan)
     assert plan.ledger_after is not None

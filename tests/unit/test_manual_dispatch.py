@@ -18,7 +18,7 @@ from support import REF, T0, InMemoryCloudRun, RecordingNotifier, alert, latest,
 from controller.app.manual import ACTIONS, ManualControl, perform
 from controller.app.settings import Settings
 from controller.core.decide import Reason, decide, ledger_after_rollback
-from controller.core.ledger import Action, Ledger, read_ledger, write_ledger
+from controller.core.ledger import Action, CanaryState, Ledger, read_ledger, write_ledger
 from controller.core.manual_plans import ActionName, plan_rollback
 from controller.core.policy import Policy
 
@@ -29,7 +29,7 @@ POLICY = Policy.model_validate(
 )
 NOW = T0 + timedelta(minutes=7)
 # NEW is a canary candidate taking 10% from PREV: rolling it back ends that canary.
-CANARY = Ledger(canary={"candidate": NEW, "stable": PREV, "step": 0})
+CANARY = Ledger(canary=CanaryState(candidate=NEW, stable=PREV, step=0, step_started_at=T0))
 SPLIT = [pinned(PREV, 90), pinned(NEW, 10, tag="candidate")]
 
 
@@ -45,7 +45,7 @@ def test_the_rule_quarantines_the_suspect_sets_last_good_ends_its_canary_and_rec
     assert after.last_action == action
     assert after.actions == (NOW,)
     # A manual rollback spends no automatic budget; a canary of another revision survives.
-    other = CANARY.model_copy(update={"canary": {"candidate": OLD, "stable": PREV}})
+    other = CANARY.model_copy(update={"canary": CanaryState(candidate=OLD, stable=PREV, step=0, step_started_at=T0)})
     manual = ledger_after_rollback(other, action, quarantine_reason="why", automatic=False, now=NOW)
     assert manual.actions == () and manual.canary == other.canary
 

@@ -65,7 +65,7 @@ class N:
         pytest.param(
             "error_rate", N(requests=20_412, errors=3_654), True, "5xx 17.9% of 20,412 requests", id="5xx-breach"
         ),
-        pytest.param("error_rate", N(requests=20_000, errors=200), False, "5xx 1.0% of 20,000", id="5xx-fine"),
+        pytest.param("error_rate", N(requests=20_000, errors=200), False, "5xx 1% of 20,000", id="5xx-fine"),
         pytest.param("error_rate", N(requests=49, errors=49), None, "only 49 requests (need 50", id="5xx-too-few"),
         pytest.param("error_rate", N(), None, "only 0 requests", id="5xx-no-traffic"),
         pytest.param(
