@@ -54,7 +54,7 @@ from controller.core.errors import (
 )
 from controller.core.state import Frozen, Revision, ServiceRef, ServiceState, TrafficTarget
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("controller.cloudrun")  # a log field: stable across module moves
 
 UPDATE_MASK = ("traffic", "annotations")
 _LISTED_SERVICES = 256  # services whose revision listing is kept (canary ticks walk many)

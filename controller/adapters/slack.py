@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from controller.core.errors import TemporaryError
 from controller.core.messages import SlackMessage
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("controller.slack")  # a log field: stable across module moves
 
 
 class Notifier(Protocol):

@@ -31,7 +31,7 @@ from controller.core.errors import ConflictError, ControllerError
 from controller.core.ledger import PREFIX, Ledger, read_ledger, write_ledger
 from controller.core.state import ServiceRef, ServiceState, TrafficTarget
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("controller.commit")  # a log field: stable across module moves
 
 T = TypeVar("T")
 

@@ -82,3 +82,14 @@ def test_main_imports_no_client_library() -> None:
         "controller",
     )
     assert sorted(m for m in loaded if m.startswith(heavy)) == []
+
+
+def test_logger_names_do_not_follow_module_paths() -> None:
+    """The ``logger`` field of every log line is part of the log format (queries and log-based
+    metrics filter on it): a module moved between layers keeps its logger's name."""
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "controller").rglob("*.py")
+        if "emulator" not in path.parts and "getLogger(__name__)" in path.read_text()
+    ]
+    assert offenders == []
