@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PROG", "run_backtest"]
 
-PROG = "python -m controller backtest"
+PROG = "backtest"  # progress lines on stderr; the CLI names itself in its own errors
 
 
 class _Replay:

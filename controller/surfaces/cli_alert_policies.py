@@ -27,6 +27,7 @@ from controller.core.alertpolicies import (
 )
 from controller.core.alertpolicy_terraform import FILENAME, dumps, to_terraform
 from controller.core.errors import EXIT_USAGE
+from controller.surfaces.cli_common import PROG as BASE_PROG
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -36,7 +37,7 @@ __all__ = ["add_command", "main", "run"]
 EXIT_OK = 0
 EXIT_INVALID = 1
 
-PROG = "python -m controller alert-policies"
+PROG = f"{BASE_PROG} alert-policies"  # as invoked: rollback-controller or python -m controller
 
 
 def _display(path: Path) -> str:

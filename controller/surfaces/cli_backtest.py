@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from controller.adapters.backtest_sources import monitoring_client, read_revisions
-from controller.app.backtest import PROG, run_backtest
+from controller.app.backtest import run_backtest
 from controller.core.backtest_model import Backtest, BacktestError, parse_since
 from controller.core.errors import EXIT_USAGE
 from controller.core.policy import Policy
 from controller.core.state import ServiceRef
+from controller.surfaces.cli_common import PROG as BASE_PROG
+
+PROG = f"{BASE_PROG} backtest"  # as invoked: rollback-controller or python -m controller
 
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]

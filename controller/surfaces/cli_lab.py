@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from controller.core.errors import EXIT_USAGE
 from controller.core.lab_scenario import STRATEGIES, LabResult, ScenarioError
+from controller.surfaces.cli_common import PROG as BASE_PROG
 from controller.surfaces.lab import DEFAULT_SCENARIO, ROOT, LabStack, load_scenario, quiet_logs, run_scenario
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ __all__ = ["add_command", "plot", "render", "run_command"]
 EXIT_OK = 0
 EXIT_EXPECTATION = 1  # the scenario's `expect` did not happen
 
-PROG = "python -m controller lab"
+PROG = f"{BASE_PROG} lab"  # as invoked: rollback-controller or python -m controller
 
 
 def _offset(result: LabResult, at: datetime) -> str:
