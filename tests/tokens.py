@@ -8,7 +8,6 @@ tokens with the private halves.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import threading
 import time
@@ -17,11 +16,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
+
+from controller.emulator.tokens import SigningKey as GeneratedKey
 
 
 @dataclass(frozen=True)
@@ -39,25 +36,9 @@ class SigningKey:
 
 
 def make_key(kid: str) -> SigningKey:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return SigningKey(
-        kid=kid, private_pem=private_pem, cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-    )
+    """A fresh RSA key and self-signed certificate: the same generator the emulator's token issuer uses."""
+    generated = GeneratedKey.generate(kid)
+    return SigningKey(kid=generated.kid, private_pem=generated.private_pem, cert_pem=generated.cert_pem)
 
 
 def google_claims(audience: str, email: str, /, **overrides: Any) -> dict[str, Any]:
