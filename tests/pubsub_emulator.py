@@ -1,6 +1,6 @@
 """What Google's Pub/Sub emulator needs, checked before starting it, so a missing piece is one
 line naming it (gcloud, the emulator component, Java 17+) instead of a timeout or an assertion
-on ``None``; and the emulator's own output when it exits early, instead of a hidden log."""
+on ``None``. (When it exits early, ``controller.emulator.pubsub`` says so with the end of its output.)"""
 
 from __future__ import annotations
 
@@ -43,9 +43,3 @@ def missing_piece(env: Mapping[str, str] | None = None) -> str | None:
     if major < 17:
         return f"Pub/Sub emulator: {java} is Java {major or '?'}; Java 17 or newer is needed; {INSTALL}"
     return None
-
-
-def exited_early(returncode: int, log: Path, lines: int = 15) -> str:
-    """The emulator exited before listening: say so with the end of its own output."""
-    tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-lines:]
-    return f"Pub/Sub emulator exited with {returncode} before listening; its output ends:\n" + "\n".join(tail)

@@ -31,11 +31,17 @@ def _free_port() -> int:
         return port
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _exited_early(returncode: int, log: Path, lines: int = 15) -> str:
+    """The emulator exited before listening: say so with the end of its own output (Java's error)."""
+    tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-lines:]
+    return f"Pub/Sub emulator exited with {returncode} before listening; its output ends:\n" + "\n".join(tail)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"Pub/Sub emulator exited with {proc.returncode}")
+            raise RuntimeError(_exited_early(proc.returncode, log))
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -66,7 +72,7 @@ def pubsub_emulator(log_path: Path, project: str, port: int = 0) -> Iterator[str
             start_new_session=True,  # gcloud starts java as a child: stop the whole group
         )
         try:
-            _wait_port(port, proc, START_TIMEOUT)
+            _wait_port(port, proc, START_TIMEOUT, log_path)
             yield f"127.0.0.1:{port}"
         finally:
             if proc.poll() is None:

@@ -10,20 +10,16 @@ Pub/Sub push reaches the function.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pubsub_emulator import exited_early, missing_piece
+from pubsub_emulator import missing_piece
 
 from controller.emulator.cloudrun import CloudRunEmulator, seed_sample
 from controller.emulator.monitoring import MonitoringEmulator
+from controller.emulator.pubsub import pubsub_emulator as start_pubsub_emulator
 from controller.emulator.slack import SlackEmulator
 from controller.surfaces.demo import PROJECT, REGION, SERVICE, free_port, function_env, start_function, stop_process
 
@@ -35,47 +31,16 @@ START_TIMEOUT = 60.0
 DELIVERY_TIMEOUT = 30.0
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(exited_early(proc.returncode, log), pytrace=False)
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"Pub/Sub emulator did not listen on {port} within {timeout:.0f}s")
-
-
 @pytest.fixture
 def pubsub_emulator(tmp_path: Path) -> Iterator[str]:
     problem = missing_piece()
     if problem:
         pytest.fail(problem, pytrace=False)  # one line naming what is missing (never a skip: see above)
-    gcloud = shutil.which("gcloud")
-    assert gcloud is not None
-    port = free_port()
-    log_path = tmp_path / "pubsub.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [gcloud, "beta", "emulators", "pubsub", "start", f"--host-port=127.0.0.1:{port}", f"--project={PROJECT}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # gcloud starts java as a child: stop the whole group
-    )
     try:
-        _wait_port(port, proc, START_TIMEOUT, log_path)
-        yield f"127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
-        log.close()
+        with start_pubsub_emulator(tmp_path / "pubsub.log", PROJECT) as host:
+            yield host
+    except RuntimeError as exc:  # exited early (with its output's tail) or never listened
+        pytest.fail(str(exc), pytrace=False)
 
 
 def test_published_alert_is_pushed_to_the_function_and_rolls_back(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 from pathlib import Path
 
+import pytest
 from pubsub_emulator import missing_piece
 
 
@@ -46,3 +48,19 @@ def test_this_machine_has_everything() -> None:
     """Our machines (and CI) have the emulator: the e2e test runs rather than failing on a check."""
     assert shutil.which("gcloud") is not None
     assert missing_piece() is None
+
+
+def test_an_emulator_that_exits_early_is_reported_with_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.emulator.pubsub import pubsub_emulator
+
+    fake = tmp_path / "bin" / "gcloud"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'Exception: java.lang.UnsupportedClassVersionError'\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    with pytest.raises(RuntimeError) as raised, pubsub_emulator(tmp_path / "pubsub.log", "demo-proj"):
+        pass
+    assert "exited with 3 before listening" in str(raised.value)
+    assert "UnsupportedClassVersionError" in str(raised.value)
